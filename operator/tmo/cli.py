@@ -14,7 +14,12 @@ from collections.abc import Sequence
 from typing import Protocol, cast
 
 # name -> (module, one-line help). Add a line here when a subcommand module lands.
-COMMANDS: dict[str, tuple[str, str]] = {}
+COMMANDS: dict[str, tuple[str, str]] = {
+    "crds": ("tmo.commands.crds", "print the CustomResourceDefinitions generated from the API"),
+    "validate": ("tmo.commands.validate", "check TransformerModel/Rollout manifests offline"),
+    "render": ("tmo.commands.render", "print the child objects of TransformerModels as YAML"),
+    "operator": ("tmo.commands.operator", "run the TMO operator (kopf) against a cluster"),
+}
 
 
 class _Command(Protocol):

@@ -1,0 +1,249 @@
+"""The Deployment of one model revision: fetch (init), torchserve (loopback only), gateway (ports).
+
+Pods run with the least they need: non-root, read-only root filesystem with emptyDirs for the
+few writable paths, no capabilities, RuntimeDefault seccomp, and no service-account token (nothing
+in the pod talks to the Kubernetes API).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tmo.render import names
+from tmo.render.configmap import MODEL_STORE, MOUNT_PATH
+from tmo.render.revision import runtime_image
+from tmo.render.settings import RenderSettings
+
+RUN_AS = 1000
+GPU_RESOURCE = "nvidia.com/gpu"
+# The gateway is a small asyncio proxy: it needs little, and must never be starved by the model.
+GATEWAY_RESOURCES = {
+    "requests": {"cpu": "100m", "memory": "128Mi"},
+    "limits": {"memory": "256Mi"},
+}
+FETCH_RESOURCES = {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}}
+
+
+def container_security_context() -> dict[str, Any]:
+    return {
+        "runAsNonRoot": True,
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def pod_security_context() -> dict[str, Any]:
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": RUN_AS,
+        "runAsGroup": RUN_AS,
+        "fsGroup": RUN_AS,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def _env(obj: dict[str, Any], revision: str, settings: RenderSettings) -> list[dict[str, Any]]:
+    meta = obj["metadata"]
+    return [
+        {"name": "TMO_MODEL_NAME", "value": meta["name"]},
+        {"name": "TMO_NAMESPACE", "value": meta["namespace"]},
+        {"name": "TMO_REVISION", "value": revision},
+        {"name": "TMO_MANIFEST", "value": f"{MOUNT_PATH}/model.yaml"},
+        {"name": "TMO_MODEL_STORE", "value": MODEL_STORE},
+        {"name": "TMO_TORCHSERVE_CONFIG", "value": f"{MOUNT_PATH}/config.properties"},
+        {
+            "name": "TMO_TORCHSERVE_URL",
+            "value": f"http://127.0.0.1:{settings.torchserve_inference_port}",
+        },
+        {
+            "name": "TMO_TORCHSERVE_MANAGEMENT_URL",
+            "value": f"http://127.0.0.1:{settings.torchserve_management_port}",
+        },
+        # Short, writable temp paths: TorchServe's AF_UNIX sockets must stay under 107 chars.
+        {"name": "TMPDIR", "value": "/tmp"},
+        {"name": "TEMP", "value": "/tmp"},
+        {"name": "HOME", "value": "/tmp"},
+    ]
+
+
+def _mounts(*extra: dict[str, Any]) -> list[dict[str, Any]]:
+    return [
+        {"name": "config", "mountPath": MOUNT_PATH, "readOnly": True},
+        {"name": "tmp", "mountPath": "/tmp"},
+        *extra,
+    ]
+
+
+def _credentials_env(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    ref = (spec.get("model") or {}).get("credentialsSecretRef")
+    return [{"secretRef": {"name": ref["name"]}}] if ref and ref.get("name") else []
+
+
+def _token_env(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    ref = (spec.get("auth") or {}).get("tokenSecretRef")
+    if not ref or not ref.get("name"):
+        return []
+    key = ref.get("key") or "token"
+    return [
+        {
+            "name": "TMO_AUTH_TOKEN",
+            "valueFrom": {"secretKeyRef": {"name": ref["name"], "key": key}},
+        }
+    ]
+
+
+def model_resources(spec: dict[str, Any]) -> dict[str, Any]:
+    """Spec resources for the torchserve container; a GPU request is also its limit (k8s rule)."""
+    resources: dict[str, Any] = {
+        k: dict(v)
+        for k, v in (spec.get("resources") or {}).items()
+        if v and k in ("requests", "limits")
+    }
+    gpus = resources.get("requests", {}).get(GPU_RESOURCE) or resources.get("limits", {}).get(
+        GPU_RESOURCE
+    )
+    if gpus:
+        resources.setdefault("limits", {})[GPU_RESOURCE] = gpus
+        resources.setdefault("requests", {})[GPU_RESOURCE] = gpus
+    return resources
+
+
+def gpu_count(spec: dict[str, Any]) -> int:
+    return int(str(model_resources(spec).get("limits", {}).get(GPU_RESOURCE, 0)))
+
+
+def _probe(path: str, settings: RenderSettings, period: int, failures: int) -> dict[str, Any]:
+    return {
+        "httpGet": {"path": path, "port": "http"},
+        "periodSeconds": period,
+        "timeoutSeconds": 2,
+        "failureThreshold": failures,
+    }
+
+
+def render_pod_template(
+    obj: dict[str, Any], revision: str, settings: RenderSettings
+) -> dict[str, Any]:
+    name = obj["metadata"]["name"]
+    spec = obj["spec"]
+    image = runtime_image(spec, settings)
+    env = _env(obj, revision, settings)
+    labels = {**names.revision_labels(name, revision), **names.pod_selector(name)}
+    fetch = {
+        "name": "fetch",
+        "image": image,
+        "args": ["fetch", "--manifest", f"{MOUNT_PATH}/model.yaml", "--model-store", MODEL_STORE],
+        "env": env,
+        "envFrom": _credentials_env(spec),
+        "resources": FETCH_RESOURCES,
+        "securityContext": container_security_context(),
+        "volumeMounts": _mounts({"name": "model-store", "mountPath": MODEL_STORE}),
+    }
+    torchserve = {
+        "name": "torchserve",
+        "image": image,
+        "args": [
+            "torchserve",
+            "--foreground",
+            "--ts-config",
+            f"{MOUNT_PATH}/config.properties",
+            "--model-store",
+            MODEL_STORE,
+            "--disable-token-auth",
+            # Config snapshots would write to the read-only root filesystem.
+            "--ncs",
+        ],
+        "env": [
+            *env,
+            {"name": "LOG_LOCATION", "value": "/tmp/logs"},
+            {"name": "METRICS_LOCATION", "value": "/tmp/logs"},
+        ],
+        "resources": model_resources(spec),
+        "securityContext": container_security_context(),
+        "volumeMounts": _mounts(
+            {"name": "model-store", "mountPath": MODEL_STORE, "readOnly": True}
+        ),
+    }
+    gateway = {
+        "name": "gateway",
+        "image": image,
+        "args": ["gateway", "--manifest", f"{MOUNT_PATH}/model.yaml"],
+        "env": [
+            *env,
+            {"name": "TMO_GATEWAY_PORT", "value": str(settings.http_port)},
+            {"name": "TMO_GATEWAY_METRICS_PORT", "value": str(settings.metrics_port)},
+            *_token_env(spec),
+        ],
+        "ports": [
+            {"name": "http", "containerPort": settings.http_port, "protocol": "TCP"},
+            {"name": "metrics", "containerPort": settings.metrics_port, "protocol": "TCP"},
+        ],
+        # Ready only when TorchServe has the model loaded (the gateway asks it on loopback).
+        "readinessProbe": _probe("/v2/health/ready", settings, period=5, failures=3),
+        "livenessProbe": _probe("/v2/health/live", settings, period=10, failures=6),
+        # Model loading can take minutes (8k-context LED, LLaMA): liveness waits for startup.
+        "startupProbe": _probe("/v2/health/live", settings, period=5, failures=120),
+        "resources": GATEWAY_RESOURCES,
+        "securityContext": container_security_context(),
+        "volumeMounts": _mounts(),
+    }
+    pod_spec: dict[str, Any] = {
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": pod_security_context(),
+        "initContainers": [fetch],
+        "containers": [torchserve, gateway],
+        "terminationGracePeriodSeconds": 30,
+        "volumes": [
+            {"name": "config", "configMap": {"name": names.config_map_name(name, revision)}},
+            {"name": "tmp", "emptyDir": {}},
+            {"name": "model-store", "emptyDir": {}},
+        ],
+    }
+    if gpu_count(spec):
+        # GPU nodes are commonly tainted; tolerate only the GPU taint.
+        pod_spec["tolerations"] = [
+            {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
+        ]
+    return {
+        "metadata": {
+            "labels": labels,
+            "annotations": {
+                "prometheus.io/scrape": "true",
+                "prometheus.io/port": str(settings.metrics_port),
+                "prometheus.io/path": "/metrics",
+            },
+        },
+        "spec": pod_spec,
+    }
+
+
+def render_deployment(
+    obj: dict[str, Any], revision: str, settings: RenderSettings, replicas: int | None
+) -> dict[str, Any]:
+    """`replicas=None` leaves the count to the autoscaler (KEDA's HPA owns spec.replicas)."""
+    name = obj["metadata"]["name"]
+    spec: dict[str, Any] = {
+        "selector": {"matchLabels": {names.LABEL_MODEL: name, names.LABEL_REVISION: revision}},
+        "progressDeadlineSeconds": settings.progress_deadline_seconds,
+        "revisionHistoryLimit": 2,
+        "strategy": {
+            "type": "RollingUpdate",
+            "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 0},
+        },
+        "template": render_pod_template(obj, revision, settings),
+    }
+    if replicas is not None:
+        spec["replicas"] = replicas
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": names.metadata(
+            obj,
+            names.deployment_name(name, revision),
+            {**names.revision_labels(name, revision), names.LABEL_COMPONENT: "model-server"},
+        ),
+        "spec": spec,
+    }

@@ -1,0 +1,56 @@
+"""Network exposure: a NetworkPolicy (only the gateway's ports) and an optional HTTPRoute."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tmo.render import names
+from tmo.render.settings import RenderSettings
+
+
+def render_network_policy(obj: dict[str, Any], settings: RenderSettings) -> dict[str, Any]:
+    name = obj["metadata"]["name"]
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": names.metadata(obj, name, names.model_labels(name)),
+        "spec": {
+            "podSelector": {"matchLabels": names.pod_selector(name)},
+            "policyTypes": ["Ingress"],
+            # TorchServe's ports (inference, management, metrics, gRPC) stay unreachable even if
+            # a bind address is ever misconfigured: only the gateway's two ports are allowed.
+            "ingress": [
+                {
+                    "ports": [
+                        {"protocol": "TCP", "port": settings.http_port},
+                        {"protocol": "TCP", "port": settings.metrics_port},
+                    ]
+                }
+            ],
+        },
+    }
+
+
+def render_http_route(obj: dict[str, Any], settings: RenderSettings) -> dict[str, Any] | None:
+    route = obj["spec"].get("route")
+    if not route:
+        return None
+    name = obj["metadata"]["name"]
+    spec: dict[str, Any] = {
+        "parentRefs": route.get("parentRefs") or [],
+        "rules": [
+            {
+                "backendRefs": [
+                    {"name": names.service_name(name), "port": settings.http_port, "weight": 100}
+                ]
+            }
+        ],
+    }
+    if route.get("hostnames"):
+        spec["hostnames"] = route["hostnames"]
+    return {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": names.metadata(obj, name, names.model_labels(name)),
+        "spec": spec,
+    }
