@@ -60,5 +60,8 @@ test: venv deps cluster-build ## set everything up and run the whole suite (test
 	@# pytest exits 5 when it collected nothing: that is a failure here, never a pass.
 	$(PY) -m pytest tests e2e $(PYTEST_ARGS)
 
+crds: venv ## regenerate crds/ from the pydantic models in operator/tmo/api
+	$(PY) -m tmo.cli crds --out-dir crds
+
 clean: cluster-down ## remove the venv and local state (the cache in $(TMO_CACHE) stays)
 	rm -rf $(VENV) .cluster .pytest_cache .mypy_cache .ruff_cache
