@@ -1,0 +1,1 @@
+"""TorchServe handlers, one per task; `entry.handle` is what TorchServe calls."""

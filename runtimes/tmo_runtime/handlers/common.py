@@ -1,0 +1,168 @@
+"""What every task handler shares: settings, payload decoding, precision and attention."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+log = logging.getLogger("tmo.handler")
+
+
+class BadRequest(ValueError):
+    """One request of a batch is malformed; only that caller gets a 400."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    task: str
+    model_path: str
+    precision: str = "fp32"
+    attention: str = "sdpa"
+    max_sequence_length: int = 512
+    max_new_tokens: int = 64
+    device: str = "cpu"
+
+
+@dataclass
+class Request:
+    """One caller's request: one or more items, processed together with the whole batch."""
+
+    items: list[Any]
+    single: bool
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+
+def settings_from_yaml(config: Mapping[str, Any], model_dir: str, device: str) -> Settings:
+    h = dict(config.get("handler") or {})
+    return Settings(
+        task=str(h["task"]),
+        model_path=str(h.get("model_path") or model_dir),
+        precision=str(h.get("precision", "fp32")),
+        attention=str(h.get("attention", "sdpa")),
+        max_sequence_length=int(h.get("max_sequence_length", 512)),
+        max_new_tokens=int(h.get("max_new_tokens", 64)),
+        device=device,
+    )
+
+
+def raw_body(request: Mapping[str, Any]) -> Any:
+    body = request.get("body")
+    if body is None:
+        body = request.get("data")
+    if isinstance(body, bytearray):
+        body = bytes(body)
+    return body
+
+
+def as_json_or_raw(body: Any) -> Any:
+    """TorchServe hands JSON bodies over decoded, others as bytes or str."""
+    if isinstance(body, bytes):
+        stripped = body.lstrip()[:1]
+        if stripped in (b"{", b"["):
+            try:
+                return json.loads(body)
+            except ValueError:
+                return body
+        return body
+    if isinstance(body, str):
+        stripped = body.lstrip()[:1]
+        if stripped in ("{", "["):
+            try:
+                return json.loads(body)
+            except ValueError:
+                return body
+    return body
+
+
+def split_inputs(payload: Any, keys: Sequence[str]) -> Request:
+    """`{"inputs": x | [x, ...], "parameters": {...}}`, one of `keys`, or a bare value."""
+    params: dict[str, Any] = {}
+    value = payload
+    if isinstance(payload, dict):
+        params = dict(payload.get("parameters") or {})
+        for key in ("inputs", *keys):
+            if key in payload:
+                value = payload[key]
+                break
+        else:
+            raise BadRequest(f"expected one of {', '.join(('inputs', *keys))} in the request")
+    if isinstance(value, list):
+        if not value:
+            raise BadRequest("empty inputs")
+        return Request(items=list(value), single=False, parameters=params)
+    return Request(items=[value], single=True, parameters=params)
+
+
+def text_item(value: Any) -> str:
+    if isinstance(value, bytes):
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise BadRequest("text input is not UTF-8") from e
+    if not isinstance(value, str):
+        raise BadRequest(f"expected a string, got {type(value).__name__}")
+    return value
+
+
+def binary_item(value: Any) -> bytes:
+    """Raw bytes, or base64 text inside JSON."""
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        try:
+            return base64.b64decode(value, validate=True)
+        except binascii.Error as e:
+            raise BadRequest("binary input is neither raw bytes nor base64") from e
+    raise BadRequest(f"expected bytes or base64, got {type(value).__name__}")
+
+
+def torch_dtype(precision: str, device: str) -> Any:
+    import torch
+
+    if precision == "bf16":
+        return torch.bfloat16
+    if precision == "fp16":
+        if device == "cpu":
+            log.warning("fp16 on CPU is slow and partly unsupported; consider bf16 or int8")
+        return torch.float16
+    return torch.float32  # fp32, and int8 which quantises an fp32 model after loading
+
+
+def attention_implementation(requested: str, device: str) -> str:
+    """flash_attention_2 only where it can run; otherwise SDPA, said once in the log."""
+    if requested != "flash_attention_2":
+        return requested
+    try:
+        import flash_attn  # noqa: F401
+    except ImportError:
+        log.warning("flash_attention_2 requested but flash_attn is not installed: using sdpa")
+        return "sdpa"
+    if not device.startswith("cuda"):
+        log.warning("flash_attention_2 needs a CUDA device: using sdpa")
+        return "sdpa"
+    return requested
+
+
+def load_model(cls: Any, settings: Settings) -> Any:
+    """from_pretrained with the runtime's precision and attention, then int8 if asked."""
+    import torch
+
+    if settings.precision == "int8" and settings.device != "cpu":
+        raise ValueError("precision int8 is dynamic quantisation, which runs on CPU only")
+    dtype = torch_dtype(settings.precision, settings.device)
+    attn = attention_implementation(settings.attention, settings.device)
+    try:
+        model = cls.from_pretrained(settings.model_path, dtype=dtype, attn_implementation=attn)
+    except (ValueError, ImportError) as e:
+        # Some architectures have no SDPA path; eager always exists.
+        log.warning("attention %s unavailable for this model (%s): using eager", attn, e)
+        model = cls.from_pretrained(settings.model_path, dtype=dtype, attn_implementation="eager")
+    model.eval()
+    if settings.precision == "int8":
+        model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+    return model.to(settings.device) if settings.precision != "int8" else model
