@@ -46,7 +46,7 @@ def alert_rules(obj: dict[str, Any], settings: RenderSettings) -> list[dict[str,
             "for": settings.alert_for,
             "labels": labels,
             "annotations": {
-                "summary": f"p99 latency of {ns}/{model} above {mon['latencyP99Ms']} ms",
+                "summary": f"p99 latency of {ns}/{model} above {float(mon['latencyP99Ms']):g} ms",
                 "description": "p99 latency of revision {{ $labels.revision }} is "
                 "{{ $value | humanizeDuration }}.",
             },
