@@ -60,7 +60,12 @@ def field_path(loc: tuple[str | int, ...], relative: str = "") -> str:
     """A pydantic error location as the API server writes it: spec.steps[1].setWeight."""
     out = ""
     for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            # An empty key still has to show up as a field, not vanish.
+            key = part or '""'
+            out += f".{key}" if out else key
     if relative:
         out = f"{out}.{relative}" if out else relative
     return out
