@@ -1,0 +1,1 @@
+"""The operator's shell: kopf watches, the reconcile loop, and the Kubernetes client."""

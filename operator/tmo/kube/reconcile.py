@@ -1,0 +1,481 @@
+"""The reconcile shell: read, call the pure core (render, status), apply, write status, post Events.
+
+Level-triggered and idempotent: every trigger (a model event, a child Deployment event, a retry
+timer, the periodic resync) recomputes the desired state from scratch. Writes happen only when
+something differs: children whose rendered hash is already applied are skipped, and the status
+is patched only when it changed, so an idle resync writes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+import os
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from tmo.kube.client import ApiError, KubeClient
+from tmo.kube.settings import OperatorSettings
+from tmo.kube.status import (
+    AUTOSCALING_READY,
+    MONITORING_READY,
+    READY,
+    STALLED,
+    DeploymentState,
+    Observation,
+    Problem,
+    compute_status,
+    status_changed,
+)
+from tmo.render import names
+from tmo.render.children import (
+    AUTOSCALING_GROUP,
+    MONITORING_GROUP,
+    ROUTING_GROUP,
+    api_group,
+    render_children,
+)
+from tmo.render.revision import stable_hash
+from tmo.render.service import model_url
+
+log = logging.getLogger("tmo.operator")
+
+Key = tuple[str, str]  # (namespace, name)
+ADDON_VERSIONS = {
+    AUTOSCALING_GROUP: "keda.sh/v1alpha1",
+    MONITORING_GROUP: "monitoring.coreos.com/v1",
+    ROUTING_GROUP: "gateway.networking.k8s.io/v1",
+}
+
+
+def now_rfc3339() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class _Applied:
+    digest: str  # "" = known absent
+    at: float
+
+
+@dataclass
+class _KeyState:
+    running: bool = False
+    dirty: bool = False
+    attempts: int = 0
+    timer: asyncio.TimerHandle | None = None
+    own_status_rv: str | None = None
+
+
+@dataclass
+class Stats:
+    reconciles: int = 0
+    failures: int = 0
+    status_writes: int = 0
+    child_writes: int = 0
+    events: int = 0
+    extra: dict[str, int] = field(default_factory=dict)
+
+
+class Reconciler:
+    def __init__(
+        self,
+        settings: OperatorSettings,
+        client: KubeClient,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self.client = client
+        self.clock = clock
+        self.bodies: dict[Key, dict[str, Any]] = {}
+        self.states: dict[Key, _KeyState] = {}
+        self.applied: dict[tuple[str, str, str, str], _Applied] = {}
+        self.addons: dict[str, tuple[bool, float]] = {}
+        self.secrets_seen: dict[tuple[str, str], float] = {}
+        self.stats = Stats()
+        self._sem = asyncio.Semaphore(settings.concurrency)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._instance = socket.gethostname()
+
+    # --- triggers ---------------------------------------------------------------------------
+
+    def on_model_event(self, event_type: str | None, body: dict[str, Any]) -> None:
+        key = (body["metadata"]["namespace"], body["metadata"]["name"])
+        if event_type == "DELETED":
+            self.bodies.pop(key, None)
+            state = self.states.pop(key, None)
+            if state and state.timer:
+                state.timer.cancel()
+            return  # children go by ownerReferences (garbage collection)
+        self.bodies[key] = body
+        state = self.states.setdefault(key, _KeyState())
+        if state.own_status_rv and body["metadata"].get("resourceVersion") == state.own_status_rv:
+            return  # the echo of our own status write: nothing new to act on
+        self.trigger(key)
+
+    def on_child_event(self, event_type: str | None, body: dict[str, Any]) -> None:
+        meta = body["metadata"]
+        model = (meta.get("labels") or {}).get(names.LABEL_MODEL)
+        if not model:
+            return
+        if event_type == "DELETED":
+            # Forget it was applied: the next reconcile re-creates it if it is still wanted.
+            self.applied.pop(
+                (body["apiVersion"], body["kind"], meta["namespace"], meta["name"]), None
+            )
+        key = (meta["namespace"], model)
+        if key in self.bodies:
+            self.trigger(key)
+
+    def trigger(self, key: Key) -> None:
+        state = self.states.setdefault(key, _KeyState())
+        if state.running:
+            state.dirty = True
+            return
+        state.running = True
+        self._spawn(self._run(key, state))
+
+    def trigger_all(self) -> None:
+        for key in list(self.bodies):
+            self.trigger(key)
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, key: Key, state: _KeyState) -> None:
+        try:
+            while True:
+                state.dirty = False
+                await self._reconcile_guarded(key, state)
+                if not state.dirty:
+                    break
+        finally:
+            state.running = False
+
+    def _schedule_retry(self, key: Key, state: _KeyState) -> float:
+        """Exponential backoff, capped: a stuck model costs one request per retry_max_seconds."""
+        delay = float(
+            min(
+                self.settings.retry_max_seconds,
+                self.settings.retry_initial_seconds * (2 ** min(state.attempts, 20)),
+            )
+        )
+        state.attempts += 1
+        if state.timer:
+            state.timer.cancel()
+        state.timer = asyncio.get_running_loop().call_later(delay, self.trigger, key)
+        return delay
+
+    def _clear_retry(self, state: _KeyState) -> None:
+        state.attempts = 0
+        if state.timer:
+            state.timer.cancel()
+            state.timer = None
+
+    async def _reconcile_guarded(self, key: Key, state: _KeyState) -> None:
+        body = self.bodies.get(key)
+        if body is None:
+            return
+        async with self._sem:
+            self.stats.reconciles += 1
+            try:
+                retry = await self.reconcile(body, state)
+            except (ApiError, httpx.HTTPError) as e:
+                self.stats.failures += 1
+                delay = self._schedule_retry(key, state)
+                log.warning("reconcile %s/%s failed (retry in %.0fs): %s", *key, delay, e)
+                return
+            except Exception:  # a bug must not kill the operator or hot-loop: back off
+                self.stats.failures += 1
+                delay = self._schedule_retry(key, state)
+                log.exception("reconcile %s/%s crashed (retry in %.0fs)", *key, delay)
+                return
+        if retry:
+            self._schedule_retry(key, state)
+        else:
+            self._clear_retry(state)
+
+    # --- the reconcile itself ---------------------------------------------------------------
+
+    async def reconcile(self, body: dict[str, Any], state: _KeyState) -> bool:
+        """One pass over a model. Returns True when it should be retried later (Stalled)."""
+        meta = body["metadata"]
+        ns, name, generation = meta["namespace"], meta["name"], int(meta.get("generation", 1))
+        previous = body.get("status") or {}
+        addons = {group: await self._served(group) for group in ADDON_VERSIONS}
+        try:
+            rendered = render_children(
+                body, self.settings.render, autoscaler_owns_replicas=addons[AUTOSCALING_GROUP]
+            )
+        except ValueError as e:
+            # Admission (CRD schema + CEL) should have refused it; say why instead of crashing.
+            obs = Observation(
+                generation=generation,
+                revision=str(previous.get("revision", "")),
+                url=model_url(body_with_ns(body), self.settings.render),
+                problem=Problem("InvalidSpec", _short(str(e))),
+                autoscaling_installed=addons[AUTOSCALING_GROUP],
+                monitoring_installed=addons[MONITORING_GROUP],
+            )
+            await self._write_status(body, state, obs)
+            return False
+
+        owner = {
+            "apiVersion": names.API_VERSION,
+            "kind": names.KIND,
+            "name": name,
+            "uid": meta["uid"],
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+        problem = await self._missing_secrets(ns, rendered_spec(body))
+        deployments = await self.client.list(
+            "apps/v1", "Deployment", ns, f"{names.LABEL_MODEL}={name}"
+        )
+        current_name = names.deployment_name(name, rendered.revision)
+        current = next((d for d in deployments if d["metadata"]["name"] == current_name), None)
+        # A new revision whose Secret is missing could never start: leave the serving one alone.
+        if problem is None or current is not None:
+            for obj in rendered.objects:
+                if not addons.get(api_group(obj), True):
+                    continue
+                live = await self._apply(obj, owner)
+                if obj["kind"] == "Deployment" and live is not None:
+                    current = live
+            if addons[ROUTING_GROUP] and not rendered.of_kind("HTTPRoute"):
+                await self._ensure_absent("gateway.networking.k8s.io/v1", "HTTPRoute", ns, name)
+
+        old = [d for d in deployments if d["metadata"]["name"] != current_name]
+        current_state = DeploymentState.from_object(current) if current is not None else None
+        if old and current_state is not None and current_state.complete and problem is None:
+            await self._retire(body, old)
+            old = []
+        obs = Observation(
+            generation=generation,
+            revision=rendered.revision,
+            url=rendered.url,
+            current=current_state,
+            old_revisions=tuple(
+                sorted(
+                    (d["metadata"].get("labels") or {}).get(names.LABEL_REVISION, "?") for d in old
+                )
+            ),
+            old_replicas=sum(int((d.get("status") or {}).get("replicas", 0)) for d in old),
+            old_ready=sum(int((d.get("status") or {}).get("readyReplicas", 0)) for d in old),
+            problem=problem,
+            autoscaling_installed=addons[AUTOSCALING_GROUP],
+            monitoring_installed=addons[MONITORING_GROUP],
+        )
+        await self._write_status(body, state, obs)
+        return problem is not None
+
+    async def _write_status(self, body: dict[str, Any], state: _KeyState, obs: Observation) -> None:
+        meta = body["metadata"]
+        previous = body.get("status") or {}
+        status = compute_status(obs, previous, now_rfc3339())
+        if not status_changed(status, previous):
+            return
+        result = await self.client.patch_status(
+            names.API_VERSION, names.KIND, meta["namespace"], meta["name"], status
+        )
+        self.stats.status_writes += 1
+        if result is not None:
+            state.own_status_rv = result["metadata"].get("resourceVersion")
+            key = (meta["namespace"], meta["name"])
+            if key in self.bodies:
+                self.bodies[key] = result
+        await self._announce(body, previous, status)
+
+    # --- children ---------------------------------------------------------------------------
+
+    async def _apply(self, obj: dict[str, Any], owner: dict[str, Any]) -> dict[str, Any] | None:
+        """Apply unless this exact rendering is known to be applied. Returns the live object
+        when it was read or written, None when skipped on the cache."""
+        # The owner's uid is part of it: a model deleted and re-created under the same name
+        # gets its children re-created even though they render the same.
+        digest = stable_hash([obj, owner["uid"]])
+        meta = obj["metadata"]
+        meta["ownerReferences"] = [owner]
+        meta.setdefault("annotations", {})[names.ANNOTATION_APPLIED_HASH] = digest
+        key = (obj["apiVersion"], obj["kind"], meta["namespace"], meta["name"])
+        cached = self.applied.get(key)
+        fresh = cached is not None and self.clock() - cached.at < self.settings.resync_seconds * 0.9
+        if cached is not None and fresh and cached.digest == digest:
+            return None
+        if cached is None or not fresh:
+            live = await self.client.get(
+                obj["apiVersion"], obj["kind"], meta["namespace"], meta["name"]
+            )
+            live_digest = ((live or {}).get("metadata", {}).get("annotations") or {}).get(
+                names.ANNOTATION_APPLIED_HASH
+            )
+            if live is not None and live_digest == digest:
+                self.applied[key] = _Applied(digest, self.clock())
+                return live
+        try:
+            result = await self.client.apply(obj)
+        except ApiError as e:
+            if e.status == 404:  # the CRD vanished since the add-on check
+                self.addons.pop(api_group(obj), None)
+                return None
+            raise
+        self.stats.child_writes += 1
+        self.applied[key] = _Applied(digest, self.clock())
+        return result
+
+    async def _ensure_absent(self, api_version: str, kind: str, ns: str, name: str) -> None:
+        key = (api_version, kind, ns, name)
+        cached = self.applied.get(key)
+        if cached is not None and cached.digest == "":
+            return
+        if cached is None and await self.client.get(api_version, kind, ns, name) is None:
+            self.applied[key] = _Applied("", self.clock())
+            return
+        await self.client.delete(api_version, kind, ns, name)
+        self.stats.child_writes += 1
+        self.applied[key] = _Applied("", self.clock())
+
+    async def _retire(self, body: dict[str, Any], old: list[dict[str, Any]]) -> None:
+        """The new revision is Available: delete older revisions (Deployment and its config)."""
+        ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
+        for d in old:
+            revision = (d["metadata"].get("labels") or {}).get(names.LABEL_REVISION, "")
+            await self.client.delete("apps/v1", "Deployment", ns, d["metadata"]["name"])
+            if revision:
+                await self.client.delete(
+                    "v1", "ConfigMap", ns, names.config_map_name(name, revision)
+                )
+            self.stats.child_writes += 2
+            for k in [k for k in self.applied if k[2] == ns and revision and revision in k[3]]:
+                self.applied.pop(k, None)
+            await self.event(
+                body, "Normal", "RevisionRetired", f"revision {revision} replaced and deleted"
+            )
+
+    # --- reads ------------------------------------------------------------------------------
+
+    async def _served(self, group: str) -> bool:
+        cached = self.addons.get(group)
+        if cached is not None and self.clock() - cached[1] < self.settings.addon_check_seconds:
+            return cached[0]
+        served = await self.client.served(ADDON_VERSIONS[group])
+        self.addons[group] = (served, self.clock())
+        return served
+
+    async def _missing_secrets(self, ns: str, spec: dict[str, Any]) -> Problem | None:
+        wanted = []
+        creds = (spec.get("model") or {}).get("credentialsSecretRef") or {}
+        if creds.get("name"):
+            wanted.append(("model.credentialsSecretRef", creds["name"]))
+        token = (spec.get("auth") or {}).get("tokenSecretRef") or {}
+        if token.get("name"):
+            wanted.append(("auth.tokenSecretRef", token["name"]))
+        missing = []
+        for field_path, secret in wanted:
+            seen = self.secrets_seen.get((ns, secret))
+            if seen is not None and self.clock() - seen < self.settings.resync_seconds:
+                continue
+            # Only existence is checked (get, never list/watch): Secret data is not kept.
+            if await self.client.get("v1", "Secret", ns, secret) is None:
+                missing.append(f"Secret {ns}/{secret} ({field_path}) not found")
+            else:
+                self.secrets_seen[(ns, secret)] = self.clock()
+        if not missing:
+            return None
+        return Problem("SecretNotFound", "; ".join(missing) + "; retrying until it exists")
+
+    # --- events -----------------------------------------------------------------------------
+
+    async def _announce(
+        self, body: dict[str, Any], previous: dict[str, Any], status: dict[str, Any]
+    ) -> None:
+        """Events for what a person must know: transitions only, never on an idle pass."""
+        before = {c["type"]: c for c in previous.get("conditions") or []}
+        after = {c["type"]: c for c in status["conditions"]}
+        if previous.get("revision") != status["revision"] and status["revision"]:
+            was = previous.get("revision")
+            msg = f"rolling out revision {status['revision']}" + (f" (was {was})" if was else "")
+            await self.event(body, "Normal", "NewRevision", msg)
+        stalled, was_stalled = after.get(STALLED), before.get(STALLED)
+        if stalled and (not was_stalled or was_stalled.get("reason") != stalled["reason"]):
+            await self.event(body, "Warning", stalled["reason"], stalled["message"])
+        ready, was_ready = after[READY], before.get(READY)
+        if ready["status"] == "True" and (not was_ready or was_ready.get("status") != "True"):
+            await self.event(body, "Normal", "Ready", ready["message"])
+        for type_ in (AUTOSCALING_READY, MONITORING_READY):
+            c, was = after[type_], before.get(type_)
+            if c["status"] == "False" and (not was or was.get("status") != "False"):
+                await self.event(body, "Warning", c["reason"], c["message"])
+
+    async def event(self, body: dict[str, Any], type_: str, reason: str, message: str) -> None:
+        meta = body["metadata"]
+        now = now_rfc3339()
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "involvedObject": {
+                "apiVersion": names.API_VERSION,
+                "kind": names.KIND,
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta.get("uid"),
+            },
+            "type": type_,
+            "reason": reason,
+            "message": _short(message),
+            "source": {"component": self.settings.field_manager},
+            "reportingComponent": self.settings.field_manager,
+            "reportingInstance": self._instance,
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        try:
+            await self.client.create(event)
+            self.stats.events += 1
+        except (ApiError, httpx.HTTPError) as e:  # an Event is best effort, never a failure
+            log.warning(
+                "cannot post event %s for %s/%s: %s", reason, meta["namespace"], meta["name"], e
+            )
+
+    # --- background loops -------------------------------------------------------------------
+
+    async def resync_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.resync_seconds)
+            self.trigger_all()
+
+    def stats_snapshot(self) -> dict[str, Any]:
+        return {
+            "pid": os.getpid(),
+            "models": len(self.bodies),
+            "requests": dict(self.client.requests),
+            "request_total": sum(self.client.requests.values()),
+            "writes": self.client.writes,
+            "reconciles": self.stats.reconciles,
+            "failures": self.stats.failures,
+            "status_writes": self.stats.status_writes,
+            "child_writes": self.stats.child_writes,
+            "events": self.stats.events,
+        }
+
+
+def body_with_ns(body: dict[str, Any]) -> dict[str, Any]:
+    return {**body, "metadata": {**body["metadata"]}}
+
+
+def rendered_spec(body: dict[str, Any]) -> dict[str, Any]:
+    return dict(body.get("spec") or {})
+
+
+def _short(text: str, limit: int = 1024) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"

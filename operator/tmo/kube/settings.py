@@ -1,0 +1,135 @@
+"""The operator's settings: flags, each with an environment variable default (12-factor)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass, field
+
+from tmo.render import RenderSettings
+
+
+@dataclass(frozen=True)
+class OperatorSettings:
+    render: RenderSettings = field(default_factory=RenderSettings)
+    namespaces: tuple[str, ...] = ()  # empty: every namespace
+    log_format: str = "plain"
+    kubeconfig: str | None = None
+    field_manager: str = "tmo-operator"
+    # A full pass over every model: repairs drift (a deleted child), writes nothing when idle.
+    resync_seconds: float = 300.0
+    # Retry after a failure or a Stalled problem that may clear by itself (a Secret appearing).
+    retry_initial_seconds: float = 2.0
+    retry_max_seconds: float = 120.0
+    # How long "is KEDA / the Prometheus Operator installed" is cached.
+    addon_check_seconds: float = 30.0
+    # Models reconciled at once: bounds the API server load of a mass apply.
+    concurrency: int = 16
+    stats_file: str | None = None
+    liveness_endpoint: str | None = None
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(name, default)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    d = OperatorSettings()
+    r = d.render
+    a = parser.add_argument
+    a(
+        "--kubeconfig",
+        default=_env("KUBECONFIG", "") or None,
+        help="kubeconfig (env KUBECONFIG); in-cluster config when unset",
+    )
+    a(
+        "--namespace",
+        dest="namespaces",
+        action="append",
+        default=[n for n in _env("TMO_NAMESPACES", "").split(",") if n],
+        help="watch only this namespace (repeatable; env TMO_NAMESPACES, comma-separated); "
+        "default: all namespaces",
+    )
+    a(
+        "--runtime-image",
+        default=_env("TMO_RUNTIME_IMAGE", r.runtime_image),
+        help="default model server image (env TMO_RUNTIME_IMAGE)",
+    )
+    a(
+        "--prometheus-url",
+        default=_env("TMO_PROMETHEUS_URL", r.prometheus_url),
+        help="Prometheus that KEDA queries for tmo_inflight_requests (env TMO_PROMETHEUS_URL)",
+    )
+    a(
+        "--progress-deadline-seconds",
+        type=int,
+        default=int(_env("TMO_PROGRESS_DEADLINE_SECONDS", str(r.progress_deadline_seconds))),
+        help="a revision not Available by then is Stalled (env TMO_PROGRESS_DEADLINE_SECONDS)",
+    )
+    a(
+        "--log-format",
+        choices=("plain", "full", "json"),
+        default=_env("TMO_LOG_FORMAT", "plain"),
+        help="log format (env TMO_LOG_FORMAT)",
+    )
+    a(
+        "--resync-seconds",
+        type=float,
+        default=float(_env("TMO_RESYNC_SECONDS", str(d.resync_seconds))),
+        help="period of the full re-check of every model (env TMO_RESYNC_SECONDS)",
+    )
+    a(
+        "--retry-initial-seconds",
+        type=float,
+        default=float(_env("TMO_RETRY_INITIAL_SECONDS", str(d.retry_initial_seconds))),
+        help="first retry delay after a failure; doubles up to --retry-max-seconds",
+    )
+    a(
+        "--retry-max-seconds",
+        type=float,
+        default=float(_env("TMO_RETRY_MAX_SECONDS", str(d.retry_max_seconds))),
+        help="longest retry delay (env TMO_RETRY_MAX_SECONDS)",
+    )
+    a(
+        "--addon-check-seconds",
+        type=float,
+        default=float(_env("TMO_ADDON_CHECK_SECONDS", str(d.addon_check_seconds))),
+        help="how often to re-check whether KEDA / Prometheus Operator / Gateway API are installed",
+    )
+    a(
+        "--concurrency",
+        type=int,
+        default=int(_env("TMO_CONCURRENCY", str(d.concurrency))),
+        help="models reconciled at the same time (env TMO_CONCURRENCY)",
+    )
+    a(
+        "--liveness",
+        dest="liveness_endpoint",
+        default=_env("TMO_LIVENESS", "") or None,
+        help="serve kopf's liveness probe here, e.g. http://0.0.0.0:8080/healthz",
+    )
+    a(
+        "--stats-file",
+        default=_env("TMO_STATS_FILE", "") or None,
+        help="write request/reconcile counters as JSON to this file (benchmarks)",
+    )
+
+
+def from_args(args: argparse.Namespace) -> OperatorSettings:
+    return OperatorSettings(
+        render=RenderSettings(
+            runtime_image=args.runtime_image,
+            prometheus_url=args.prometheus_url,
+            progress_deadline_seconds=args.progress_deadline_seconds,
+        ),
+        namespaces=tuple(args.namespaces),
+        log_format=args.log_format,
+        kubeconfig=args.kubeconfig,
+        resync_seconds=args.resync_seconds,
+        retry_initial_seconds=args.retry_initial_seconds,
+        retry_max_seconds=args.retry_max_seconds,
+        addon_check_seconds=args.addon_check_seconds,
+        concurrency=args.concurrency,
+        stats_file=args.stats_file,
+        liveness_endpoint=args.liveness_endpoint,
+    )
