@@ -229,3 +229,19 @@ def test_parse_duration(text: str, seconds: float) -> None:
 def test_parse_duration_rejects(text: str) -> None:
     with pytest.raises(ValueError):
         parse_duration(text)
+
+
+def test_mapping_views_are_accepted() -> None:
+    # kopf hands handlers Mapping views, not dicts; strict mode must not refuse them.
+    from types import MappingProxyType
+
+    spec = MappingProxyType({**BASE_MODEL["spec"], "scaling": MappingProxyType({"maxReplicas": 3})})
+    tm = load_manifest(MappingProxyType({**BASE_MODEL, "spec": spec}))
+    assert isinstance(tm, TransformerModel) and tm.spec.scaling.max_replicas == 3
+
+
+def test_unknown_status_fields_are_ignored() -> None:
+    doc = {**BASE_MODEL, "status": {"revision": "abc", "fromTheFuture": 1}}
+    tm = load_manifest(doc)
+    assert isinstance(tm, TransformerModel) and tm.status is not None
+    assert tm.status.revision == "abc"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from datetime import timedelta
 from typing import Annotated, Any, ClassVar
 
@@ -22,6 +23,13 @@ def _add_object_rules(schema: dict[str, Any], model: type[Any]) -> None:
     rules: tuple[Rule, ...] = getattr(model, "cel_rules", ())
     if rules:
         schema.setdefault("x-kubernetes-validations", []).extend(r.cel_validation() for r in rules)
+
+
+def _without_nulls(data: Any) -> Any:
+    # Any Mapping (kopf hands out Mapping views) becomes a dict: strict mode wants dicts.
+    if isinstance(data, Mapping):
+        return {k: v for k, v in data.items() if v is not None}
+    return data
 
 
 class APIModel(BaseModel):
@@ -49,9 +57,7 @@ class APIModel(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _drop_nulls(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            return {k: v for k, v in data.items() if v is not None}
-        return data
+        return _without_nulls(data)
 
     @model_validator(mode="after")
     def _check_object_rules(self) -> APIModel:
@@ -110,9 +116,14 @@ class ObjectMeta(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _drop_nulls(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            return {k: v for k, v in data.items() if v is not None}
-        return data
+        return _without_nulls(data)
+
+
+class StatusModel(APIModel):
+    """Base of status objects: unknown fields are ignored, not refused, so an operator reading
+    status written by a newer version of itself keeps working."""
+
+    model_config = ConfigDict(extra="ignore")
 
 
 class LocalObjectReference(APIModel):

@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from tmo.api.common import APIModel
+from tmo.api.common import StatusModel
 
 # Condition types.
 READY = "Ready"
@@ -28,7 +28,7 @@ REASON_INVALID_SPEC = "InvalidSpec"
 ConditionStatus = Literal["True", "False", "Unknown"]
 
 
-class Condition(APIModel):
+class Condition(StatusModel):
     """One aspect of the resource's current state (metav1.Condition)."""
 
     type: Annotated[

@@ -12,6 +12,7 @@ from tmo.api.common import (
     Duration,
     ObjectMeta,
     ResourceName,
+    StatusModel,
     parse_duration,
 )
 from tmo.api.conditions import Conditions
@@ -225,7 +226,7 @@ class RolloutSpec(APIModel):
     """Traffic splitting."""
 
 
-class Measurement(APIModel):
+class Measurement(StatusModel):
     """One metric measured in one analysis run."""
 
     metric: Annotated[str, Field(max_length=63)]
@@ -244,7 +245,7 @@ class Measurement(APIModel):
     """Why this verdict."""
 
 
-class AnalysisStatus(APIModel):
+class AnalysisStatus(StatusModel):
     """Recent analysis results for the current canary."""
 
     verdict: Verdict | None = None
@@ -263,7 +264,7 @@ class AnalysisStatus(APIModel):
     """The latest measurements, newest last."""
 
 
-class RolloutStatus(APIModel):
+class RolloutStatus(StatusModel):
     """Observed state, written by the operator through the status subresource."""
 
     observed_generation: Annotated[int, Field(ge=0)] | None = None

@@ -13,6 +13,7 @@ from tmo.api.common import (
     ObjectName,
     Quantity,
     SecretKeyReference,
+    StatusModel,
 )
 from tmo.api.conditions import Conditions
 from tmo.api.rules import Rule, matches, matches_if_prefixed
@@ -224,7 +225,7 @@ class TransformerModelSpec(APIModel):
     """Gateway API exposure; absent means a ClusterIP Service only."""
 
 
-class TransformerModelStatus(APIModel):
+class TransformerModelStatus(StatusModel):
     """Observed state, written by the operator through the status subresource."""
 
     observed_generation: Annotated[int, Field(ge=0)] | None = None

@@ -1,0 +1,226 @@
+"""The CRDs against a real API server: install, examples, admission rules, explain, columns, status.
+
+The invalid-manifest table is shared with the offline test (tests/api/invalid_cases.py): every
+row must be refused both by `tmo validate` and by the API server itself, each naming the field.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from tmo.api import check_manifest, load_manifest
+from tmo.api.crd import CRD_FILES, all_crds
+
+from e2e.kube import Cluster, wait_for
+from tests.api.invalid_cases import BASE_MODEL, BASE_ROLLOUT, CASES, InvalidCase
+
+REPO = Path(__file__).resolve().parent.parent
+CRD_NAMES = ["transformermodels.tmo.dev", "rollouts.tmo.dev"]
+
+
+@pytest.fixture(scope="module")
+def api(cluster: Cluster) -> Cluster:
+    """The cluster with TMO's CRDs installed from crds/ (idempotent) and served."""
+    for file in CRD_FILES.values():
+        cluster.kubectl(
+            "apply", "--server-side", "--force-conflicts", "--field-manager=tmo-e2e-api",
+            "-f", str(REPO / "crds" / file),
+        )  # fmt: skip
+    cluster.kubectl(
+        "wait", "--for=condition=Established", "--timeout=60s", *[f"crd/{n}" for n in CRD_NAMES]
+    )
+    # Established comes before discovery and the published OpenAPI catch up.
+    wait_for(
+        "tm and tmro in discovery",
+        lambda: cluster.kubectl("get", "tm,tmro", "-A", check=False).returncode == 0,
+    )
+    return cluster
+
+
+def _apply(api: Cluster, doc: dict[str, Any], namespace: str) -> Any:
+    return api.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(doc), check=False)
+
+
+def _pruned(node: Any) -> Any:
+    """Drop empty dicts/lists: pydantic fills them in, the API server leaves them absent."""
+    if isinstance(node, dict):
+        out = {k: _pruned(v) for k, v in node.items()}
+        return {k: v for k, v in out.items() if v not in ({}, [])}
+    if isinstance(node, list):
+        return [_pruned(v) for v in node]
+    return node
+
+
+def test_crds_established(api: Cluster) -> None:
+    for name in CRD_NAMES:
+        crd = api.get("crd", name)
+        conditions = {c["type"]: c["status"] for c in crd["status"]["conditions"]}
+        assert conditions.get("Established") == "True"
+        assert conditions.get("NamesAccepted") == "True"
+        # No structural-schema complaints from the server.
+        assert conditions.get("NonStructuralSchema") is None
+
+
+def test_installed_crds_are_the_generated_ones(api: Cluster) -> None:
+    generated = {d["metadata"]["name"]: d for d in all_crds().values()}
+    for name in CRD_NAMES:
+        served = api.get("crd", name)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+        assert served == generated[name]["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+
+
+def _example_docs() -> list[dict[str, Any]]:
+    docs = []
+    for path in sorted((REPO / "examples").glob("*.yaml")):
+        docs += [d for d in yaml.safe_load_all(path.read_text()) if d]
+    return docs
+
+
+@pytest.mark.parametrize(
+    "doc", _example_docs(), ids=lambda d: f"{d['kind']}/{d['metadata']['name']}"
+)
+def test_example_accepted_with_the_same_defaults(
+    api: Cluster, namespace: str, doc: dict[str, Any]
+) -> None:
+    result = _apply(api, doc, namespace)
+    assert result.returncode == 0, result.stderr
+    served = api.get(doc["kind"], doc["metadata"]["name"], namespace)
+    offline = load_manifest(doc).model_dump(exclude_none=True, mode="json")
+    # The API server's defaulting (from the CRD) and pydantic's defaults agree field by field.
+    assert _pruned(served["spec"]) == _pruned(offline["spec"])
+
+
+def _rule_messages() -> set[str]:
+    found: set[str] = set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            found.update(v["message"] for v in node.get("x-kubernetes-validations", []))
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(all_crds())
+    return found
+
+
+RULE_MESSAGES = _rule_messages()
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_invalid_manifest_rejected_by_api_server(
+    api: Cluster, namespace: str, case: InvalidCase
+) -> None:
+    result = _apply(api, case.manifest, namespace)
+    assert result.returncode != 0, f"API server accepted {case.id}: {result.stdout}"
+    error = result.stderr
+    assert case.path in error, f"{case.path!r} not named in:\n{error}"
+    # The offline check refuses it too, on the same field...
+    offline = check_manifest(case.manifest)
+    assert any(p.field.startswith(case.path) for p in offline), offline
+    # ...and where the refusal is one of our CEL rules, with the very same message.
+    for problem in offline:
+        if problem.field.startswith(case.path) and problem.message in RULE_MESSAGES:
+            assert problem.message in error, f"{problem.message!r} not in:\n{error}"
+
+
+def test_bases_of_the_table_are_accepted(api: Cluster, namespace: str) -> None:
+    for doc in (BASE_MODEL, BASE_ROLLOUT):
+        result = _apply(api, doc, namespace)
+        assert result.returncode == 0, result.stderr
+
+
+def test_explain_shows_descriptions(api: Cluster) -> None:
+    def explained() -> str:
+        out = api.kubectl("explain", "tm.spec.scaling", check=False)
+        return out.stdout if out.returncode == 0 and "minReplicas" in out.stdout else ""
+
+    text = wait_for("kubectl explain tm.spec.scaling", explained, timeout=60)
+    assert "Autoscaling on queue length" in text
+    assert "Fewest replicas" in text
+    assert "maxReplicas" in text and "targetQueueLength" in text
+    rollout = api.kubectl("explain", "tmro.spec.analysis.judge").stdout
+    assert "mannWhitney" in rollout
+
+
+@pytest.fixture
+def served_pair(api: Cluster, namespace: str) -> Iterator[tuple[Cluster, str]]:
+    with_status = {**BASE_MODEL, "status": {"revision": "written-by-user", "replicas": 9}}
+    assert _apply(api, with_status, namespace).returncode == 0
+    assert _apply(api, BASE_ROLLOUT, namespace).returncode == 0
+    yield api, namespace
+
+
+def test_status_only_through_subresource(served_pair: tuple[Cluster, str]) -> None:
+    api, ns = served_pair
+    # Status in a create/apply of the main resource is dropped...
+    assert "status" not in api.get("tm", "case", ns)
+    status = {
+        "status": {
+            "observedGeneration": 1,
+            "revision": "7f9c2d1a0b",
+            "url": "http://case.ns.svc:8080",
+            "replicas": 2,
+            "readyReplicas": 2,
+            "conditions": [
+                {
+                    "type": "Ready",
+                    "status": "True",
+                    "reason": "Available",
+                    "message": "2/2 replicas ready",
+                    "lastTransitionTime": "2026-01-01T00:00:00Z",
+                    "observedGeneration": 1,
+                }
+            ],
+        }
+    }
+    # ...the status subresource takes it...
+    api.kubectl(
+        "patch", "tm", "case", "-n", ns, "--subresource=status", "--type=merge",
+        "-p", json.dumps(status),
+    )  # fmt: skip
+    assert api.get("tm", "case", ns)["status"]["revision"] == "7f9c2d1a0b"
+    # ...and a patch of the main resource cannot change it.
+    api.kubectl(
+        "patch", "tm", "case", "-n", ns, "--type=merge",
+        "-p", json.dumps({"status": {"revision": "forged"}}),
+    )  # fmt: skip
+    assert api.get("tm", "case", ns)["status"]["revision"] == "7f9c2d1a0b"
+    # The status schema is enforced too: observedGeneration is an integer.
+    bad = api.kubectl(
+        "patch", "tm", "case", "-n", ns, "--subresource=status", "--type=merge",
+        "-p", json.dumps({"status": {"observedGeneration": "1"}}), check=False,
+    )  # fmt: skip
+    assert bad.returncode != 0 and "status.observedGeneration" in bad.stderr
+
+
+def test_printer_columns(served_pair: tuple[Cluster, str]) -> None:
+    api, ns = served_pair
+    api.kubectl(
+        "patch", "tm", "case", "-n", ns, "--subresource=status", "--type=merge",
+        "-p", json.dumps({"status": {"revision": "7f9c2d1a0b", "replicas": 3,
+                                     "url": "http://case.x.svc:8080"}}),
+    )  # fmt: skip
+    api.kubectl(
+        "patch", "tmro", "case", "-n", ns, "--subresource=status", "--type=merge",
+        "-p", json.dumps({"status": {"phase": "Progressing", "currentStep": 2, "canaryWeight": 25,
+                                     "stableRevision": "7f9c2d1a0b",
+                                     "canaryRevision": "a1b2c3d4e5"}}),
+    )  # fmt: skip
+    out = api.kubectl("get", "tm,tmro", "-n", ns).stdout
+    lines = [line.split() for line in out.splitlines() if line.strip()]
+    assert ["NAME", "READY", "REVISION", "REPLICAS", "URL", "AGE"] in lines
+    assert ["NAME", "PHASE", "STEP", "WEIGHT", "STABLE", "CANARY", "AGE"] in lines
+    tm_row = next(line for line in lines if line[0] == "transformermodel.tmo.dev/case")
+    assert tm_row[2:5] == ["7f9c2d1a0b", "3", "http://case.x.svc:8080"]
+    ro_row = next(line for line in lines if line[0] == "rollout.tmo.dev/case")
+    assert ro_row[1:6] == ["Progressing", "2", "25", "7f9c2d1a0b", "a1b2c3d4e5"]
+    # The category lists both kinds.
+    everything = api.kubectl("get", "tmo", "-n", ns, "-o", "name").stdout.split()
+    assert sorted(everything) == ["rollout.tmo.dev/case", "transformermodel.tmo.dev/case"]
