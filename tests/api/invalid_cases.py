@@ -146,6 +146,11 @@ CASES: list[InvalidCase] = [
         "spec.route.hostnames[0]",
         spec__route={"parentRefs": [{"name": "gw"}], "hostnames": ["Triage.Example.com"]},
     ),
+    tm(
+        "route-hostname-repeated",
+        "spec.route.hostnames",
+        spec__route={"parentRefs": [{"name": "gw"}], "hostnames": ["a.example.com"] * 2},
+    ),
     # --- Rollout ---------------------------------------------------------------------------------
     ro("rollout-name-too-long", "metadata.name", metadata={"name": "r" * 46}),
     ro("target-missing-name", "spec.targetRef.name", spec__targetRef={}),
@@ -222,6 +227,7 @@ CASES: list[InvalidCase] = [
         ],
     ),
     ro("alert-bad-name", "spec.analysis.alerts[0]", spec__analysis__alerts=["high-latency"]),
+    ro("alerts-repeated", "spec.analysis.alerts", spec__analysis__alerts=["TMOHighLatency"] * 2),
     ro("router-unknown", "spec.traffic.router", spec__traffic={"router": "istio"}),
     ro("paused-not-boolean", "spec.paused", spec__paused="yes"),
 ]

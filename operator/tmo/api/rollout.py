@@ -16,7 +16,7 @@ from tmo.api.common import (
     parse_duration,
 )
 from tmo.api.conditions import Conditions
-from tmo.api.rules import Rule, cel_string, matches
+from tmo.api.rules import Rule, cel_string, matches, unique
 
 KIND: Final = "Rollout"
 
@@ -198,7 +198,9 @@ class Analysis(APIModel):
     """Gates; empty means the target's monitoring thresholds (latencyP99, memoryUtilization,
     errorRate)."""
     alerts: Annotated[
-        list[Alert], Field(max_length=16, json_schema_extra={"x-kubernetes-list-type": "set"})
+        list[Alert],
+        Field(max_length=16, json_schema_extra={"x-kubernetes-list-type": "set"}),
+        unique(),
     ] = Field(default_factory=list)
     """Prometheus alerts that fail a check when firing for the canary revision."""
 

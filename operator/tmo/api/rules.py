@@ -106,3 +106,12 @@ def matches_if_prefixed(prefix: str, pattern: str, message: str) -> Rule:
         message=message,
         check=lambda v: not v.startswith(prefix) or compiled.search(v) is not None,
     )
+
+
+def unique(message: str = "must not contain the same entry twice") -> Rule:
+    """A list rule: no entry appears twice (the API server's listType=set says so too)."""
+    return Rule(
+        cel="self.all(x, self.exists_one(y, y == x))",
+        message=message,
+        check=lambda items: len(set(items)) == len(items),
+    )

@@ -16,7 +16,7 @@ from tmo.api.common import (
     StatusModel,
 )
 from tmo.api.conditions import Conditions
-from tmo.api.rules import Rule, matches, matches_if_prefixed
+from tmo.api.rules import Rule, matches, matches_if_prefixed, unique
 
 KIND: Final = "TransformerModel"
 
@@ -186,7 +186,9 @@ class Route(APIModel):
     parent_refs: Annotated[list[ParentReference], Field(min_length=1, max_length=8)]
     """Gateways to attach to."""
     hostnames: Annotated[
-        list[Hostname], Field(max_length=16, json_schema_extra={"x-kubernetes-list-type": "set"})
+        list[Hostname],
+        Field(max_length=16, json_schema_extra={"x-kubernetes-list-type": "set"}),
+        unique(),
     ] = Field(default_factory=list)
     """Hostnames the route answers for."""
 
