@@ -141,3 +141,10 @@ def test_invalid_spec_is_refused(manifest: dict[str, Any]) -> None:
     manifest["spec"]["scaling"] = {"minReplicas": 5, "maxReplicas": 2}
     with pytest.raises(ValueError, match="minReplicas"):
         render_children(manifest)
+
+
+def test_revision_config_does_not_change_with_scaling(manifest: dict[str, Any]) -> None:
+    before = _one(render_children(manifest).objects, "ConfigMap")
+    manifest["spec"]["scaling"]["maxReplicas"] = 20
+    manifest["spec"]["monitoring"]["latencyP99Ms"] = 900
+    assert _one(render_children(manifest).objects, "ConfigMap") == before

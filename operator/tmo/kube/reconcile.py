@@ -113,6 +113,9 @@ class Reconciler:
             if state and state.timer:
                 state.timer.cancel()
             return  # children go by ownerReferences (garbage collection)
+        known = self.bodies.get(key)
+        if known is not None and _older(body, known):
+            return  # a late event from before our own status write: we hold newer
         self.bodies[key] = body
         state = self.states.setdefault(key, _KeyState())
         if state.own_status_rv and body["metadata"].get("resourceVersion") == state.own_status_rv:
@@ -467,6 +470,15 @@ class Reconciler:
             "child_writes": self.stats.child_writes,
             "events": self.stats.events,
         }
+
+
+def _older(incoming: dict[str, Any], known: dict[str, Any]) -> bool:
+    """Whether `incoming` predates `known`. resourceVersions are opaque by contract but are
+    etcd revisions in practice; anything that is not a plain integer is treated as newer."""
+    a = str(incoming["metadata"].get("resourceVersion", ""))
+    b = str(known["metadata"].get("resourceVersion", ""))
+    same_object = incoming["metadata"].get("uid") == known["metadata"].get("uid")
+    return same_object and a.isdigit() and b.isdigit() and int(a) < int(b)
 
 
 def body_with_ns(body: dict[str, Any]) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from tmo_runtime.ts_config import (
 )
 
 from tmo.render import names
+from tmo.render.revision import POD_AFFECTING
 from tmo.render.settings import RenderSettings
 
 MOUNT_PATH = "/etc/tmo"
@@ -51,12 +52,15 @@ def config_properties(name: str, spec: dict[str, Any], settings: RenderSettings)
 
 
 def model_manifest(obj: dict[str, Any], revision: str) -> str:
-    """The TransformerModel itself: the fetcher and gateway read the spec the operator read."""
+    """The pod's view of its TransformerModel: the fetcher and gateway read the spec the
+    operator read. Only pod-affecting fields, so that scaling or alert changes do not touch a
+    revision's ConfigMap."""
+    spec = obj["spec"]
     manifest = {
         "apiVersion": obj["apiVersion"],
         "kind": obj["kind"],
         "metadata": {"name": obj["metadata"]["name"], "namespace": obj["metadata"]["namespace"]},
-        "spec": obj["spec"],
+        "spec": {k: spec[k] for k in POD_AFFECTING if k in spec},
         "status": {"revision": revision},
     }
     return yaml.safe_dump(manifest, sort_keys=False)
