@@ -61,17 +61,9 @@ def raw_body(request: Mapping[str, Any]) -> Any:
 
 def as_json_or_raw(body: Any) -> Any:
     """TorchServe hands JSON bodies over decoded, others as bytes or str."""
-    if isinstance(body, bytes):
-        stripped = body.lstrip()[:1]
-        if stripped in (b"{", b"["):
-            try:
-                return json.loads(body)
-            except ValueError:
-                return body
-        return body
-    if isinstance(body, str):
-        stripped = body.lstrip()[:1]
-        if stripped in ("{", "["):
+    if isinstance(body, bytes | str):
+        head = body.lstrip()[:1]
+        if head in (b"{", b"[", "{", "["):
             try:
                 return json.loads(body)
             except ValueError:
@@ -164,5 +156,6 @@ def load_model(cls: Any, settings: Settings) -> Any:
         model = cls.from_pretrained(settings.model_path, dtype=dtype, attn_implementation="eager")
     model.eval()
     if settings.precision == "int8":
-        model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+        quantize: Any = torch.ao.quantization.quantize_dynamic
+        model = quantize(model, {torch.nn.Linear}, dtype=torch.qint8)
     return model.to(settings.device) if settings.precision != "int8" else model

@@ -28,8 +28,10 @@ class ImageClassification:
     def __init__(self, settings: Settings) -> None:
         import transformers
 
+        tf: Any = transformers
+
         self.settings = settings
-        self.processor = transformers.AutoImageProcessor.from_pretrained(settings.model_path)
+        self.processor = tf.AutoImageProcessor.from_pretrained(settings.model_path)
         self.model = load_model(transformers.AutoModelForImageClassification, settings)
 
     def infer(self, items: list[Any], params: list[dict[str, Any]]) -> list[Any]:
@@ -113,20 +115,21 @@ class SpeechRecognition:
     def __init__(self, settings: Settings) -> None:
         import transformers
 
+        tf: Any = transformers
+
         self.settings = settings
-        self.processor = transformers.AutoProcessor.from_pretrained(settings.model_path)
+        self.processor = tf.AutoProcessor.from_pretrained(settings.model_path)
         self.model = load_model(transformers.AutoModelForCTC, settings)
         self.rate = int(self.processor.feature_extractor.sampling_rate)
 
     def infer(self, items: list[Any], params: list[dict[str, Any]]) -> list[Any]:
+        import numpy as np
         import torch
 
         audio = [resample(samples, rate, self.rate) for samples, rate in items]
-        min_len = 400  # the convolutional front end needs a few hundred samples at least
-        audio = [
-            a if a.size >= min_len else __import__("numpy").pad(a, (0, min_len - a.size))
-            for a in audio
-        ]
+        # The convolutional front end needs a few hundred samples; pad very short clips.
+        min_len = 400
+        audio = [np.pad(a, (0, max(0, min_len - a.size))) for a in audio]
         batch = self.processor(
             audio, sampling_rate=self.rate, padding=True, return_tensors="pt"
         ).to(self.settings.device)

@@ -1,0 +1,1 @@
+"""The gateway: the only port a client reaches in a model pod (auth, metrics, OIP v2)."""

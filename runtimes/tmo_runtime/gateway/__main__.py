@@ -1,0 +1,5 @@
+import sys
+
+from tmo_runtime.gateway.server import main
+
+sys.exit(main())

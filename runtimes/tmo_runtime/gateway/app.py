@@ -1,0 +1,395 @@
+"""The gateway's HTTP surface: TorchServe passthrough, OIP v2, auth, admission, readiness."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from tmo_runtime.gateway import oip
+from tmo_runtime.gateway.metrics import GatewayMetrics
+from tmo_runtime.torchserve import Keys, read_keys
+
+log = logging.getLogger("tmo.gateway")
+
+
+@dataclass(frozen=True)
+class ModelRoute:
+    name: str
+    task: str
+    revision: str
+    version: str = "1.0"
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    models: dict[str, ModelRoute]
+    inference_url: str
+    management_url: str
+    ts_key_file: Path | None = None  # TorchServe's key_file.json; None: its token auth is off
+    token_file: Path | None = None  # the client bearer token; None: no client auth (local only)
+    max_concurrency: int = 16  # requests at TorchServe at once
+    max_queue: int = 64  # requests waiting in the gateway beyond that; then 429
+    queue_timeout_s: float = 30.0  # waited this long for a slot: 503
+    request_timeout_s: float = 130.0
+    retry_after_s: int = 1
+    drain_timeout_s: float = 30.0
+    ready_poll_s: float = 1.0
+    cgroup_root: Path = field(default_factory=lambda: Path("/sys/fs/cgroup"))
+
+
+class Overloaded(Exception):
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+class _CachedFile:
+    """A mounted Secret is updated in place on rotation: re-read when its mtime changes."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._mtime: float | None = None
+        self._value = ""
+
+    def read(self) -> str:
+        try:
+            mtime = self.path.stat().st_mtime
+        except OSError:
+            return ""
+        if mtime != self._mtime:
+            self._value = self.path.read_text().strip()
+            self._mtime = mtime
+        return self._value
+
+
+class Gateway:
+    def __init__(self, config: GatewayConfig) -> None:
+        self.config = config
+        self.metrics = GatewayMetrics(config.cgroup_root)
+        self.metrics.queue_limit.set(config.max_concurrency + config.max_queue)
+        self.ready: dict[str, bool] = dict.fromkeys(config.models, False)
+        self.draining = False
+        self.inflight = 0
+        self.waiting = 0
+        self._slots = asyncio.Semaphore(config.max_concurrency)
+        self._token = _CachedFile(config.token_file) if config.token_file else None
+        self._keys = Keys(None, None, None)
+        self._client: httpx.AsyncClient | None = None
+        self._poller: asyncio.Task[None] | None = None
+        for m in config.models.values():
+            self.metrics.inflight.labels(m.name, m.revision).set(0)
+            self.metrics.ready.labels(m.name, m.revision).set(0)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        limits = httpx.Limits(
+            max_connections=self.config.max_concurrency + 8,
+            max_keepalive_connections=self.config.max_concurrency + 8,
+        )
+        self._client = httpx.AsyncClient(
+            limits=limits, timeout=httpx.Timeout(self.config.request_timeout_s, connect=5.0)
+        )
+        self._reload_keys()
+        self._poller = asyncio.create_task(self._poll_ready())
+
+    async def close(self) -> None:
+        if self._poller is not None:
+            self._poller.cancel()
+        if self._client is not None:
+            await self._client.aclose()
+
+    async def drain(self) -> None:
+        """Stop taking work, then wait for what is in flight (bounded)."""
+        self.draining = True
+        deadline = time.monotonic() + self.config.drain_timeout_s
+        while self.inflight and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        assert self._client is not None, "Gateway.start() first"
+        return self._client
+
+    # -- TorchServe ------------------------------------------------------------------------
+
+    def _reload_keys(self) -> None:
+        if self.config.ts_key_file is not None:
+            self._keys = read_keys(self.config.ts_key_file)
+
+    def _ts_headers(self, key: str | None) -> dict[str, str]:
+        return {"Authorization": f"Bearer {key}"} if key else {}
+
+    async def _ts_call(self, method: str, url: str, kind: str, **kw: Any) -> httpx.Response:
+        """Call TorchServe with its own token; re-read the key file once if it was rejected."""
+        for attempt in (0, 1):
+            key = self._keys.inference if kind == "inference" else self._keys.management
+            headers = {**kw.pop("headers", {}), **self._ts_headers(key)}
+            r = await self.client.request(method, url, headers=headers, **kw)
+            rejected = r.status_code in (400, 401) and b"InvalidKeyException" in r.content
+            if not rejected or attempt:
+                return r
+            self._reload_keys()
+            kw["headers"] = {k: v for k, v in headers.items() if k != "Authorization"}
+        raise AssertionError("unreachable")
+
+    async def _poll_ready(self) -> None:
+        while True:
+            for m in self.config.models.values():
+                ok = False
+                try:
+                    r = await self._ts_call(
+                        "GET",
+                        f"{self.config.management_url}/models/{m.name}",
+                        "management",
+                        timeout=5.0,
+                    )
+                    if r.status_code == 200:
+                        workers = r.json()[0].get("workers", [])
+                        ok = bool(workers) and all(w.get("status") == "READY" for w in workers)
+                except (httpx.HTTPError, ValueError, IndexError, KeyError):
+                    ok = False
+                if ok != self.ready[m.name]:
+                    log.info("model %s ready=%s", m.name, ok)
+                self.ready[m.name] = ok
+                self.metrics.ready.labels(m.name, m.revision).set(1 if ok else 0)
+            await asyncio.sleep(self.config.ready_poll_s)
+
+    def all_ready(self) -> bool:
+        return not self.draining and all(self.ready.values())
+
+    # -- auth and admission ----------------------------------------------------------------
+
+    def authorized(self, request: Request) -> bool:
+        if self._token is None:
+            return True
+        expected = self._token.read()
+        given = request.headers.get("authorization", "")
+        scheme, _, value = given.partition(" ")
+        if not expected or scheme.lower() != "bearer":
+            return False
+        return hmac.compare_digest(value.strip().encode(), expected.encode())
+
+    async def _admit(self) -> None:
+        if self.draining:
+            raise Overloaded(503, "draining: this replica is shutting down")
+        if self._slots.locked() and self.waiting >= self.config.max_queue:
+            raise Overloaded(429, "too many requests: the queue is full")
+        self.waiting += 1
+        try:
+            await asyncio.wait_for(self._slots.acquire(), self.config.queue_timeout_s)
+        except TimeoutError:
+            raise Overloaded(503, "timed out waiting for a free slot") from None
+        finally:
+            self.waiting -= 1
+
+    async def run_inference(
+        self, route: ModelRoute, call: Callable[[], Awaitable[Response]]
+    ) -> Response:
+        """Admission, in-flight gauge and duration histogram around one inference call."""
+        start = time.perf_counter()
+        labels = (route.name, route.revision)
+        gauge = self.metrics.inflight.labels(*labels)
+        self.inflight += 1
+        gauge.inc()
+        response: Response
+        try:
+            try:
+                await self._admit()
+            except Overloaded as e:
+                response = self.overloaded(e)
+            else:
+                try:
+                    response = await call()
+                except httpx.TimeoutException:
+                    response = JSONResponse({"error": "TorchServe timed out"}, 504)
+                except httpx.HTTPError as e:
+                    log.warning("TorchServe unreachable: %s", type(e).__name__)
+                    response = self.overloaded(Overloaded(503, "TorchServe unavailable"))
+                finally:
+                    self._slots.release()
+        finally:
+            self.inflight -= 1
+            gauge.dec()
+        code = str(response.status_code)
+        self.metrics.duration.labels(*labels, code).observe(time.perf_counter() - start)
+        self.metrics.requests.labels(*labels, code).inc()
+        return response
+
+    def overloaded(self, e: Overloaded) -> Response:
+        return JSONResponse(
+            {"error": e.reason},
+            e.status,
+            headers={"Retry-After": str(self.config.retry_after_s)},
+        )
+
+    async def predict(self, model: str, body: bytes, content_type: str | None) -> httpx.Response:
+        headers = {"Content-Type": content_type} if content_type else {}
+        return await self._ts_call(
+            "POST",
+            f"{self.config.inference_url}/predictions/{model}",
+            "inference",
+            content=body,
+            headers=headers,
+        )
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status)
+
+
+def _unauthorized() -> JSONResponse:
+    return JSONResponse(
+        {"error": "missing or invalid bearer token"},
+        401,
+        headers={"WWW-Authenticate": 'Bearer realm="tmo"'},
+    )
+
+
+def _passthrough(r: httpx.Response, retry_after: int) -> Response:
+    headers = {}
+    if r.status_code == 503:
+        # TorchServe's own job queue is full: tell the caller when to come back.
+        headers["Retry-After"] = str(retry_after)
+    return Response(
+        r.content,
+        r.status_code,
+        headers=headers,
+        media_type=r.headers.get("content-type", "application/json"),
+    )
+
+
+def build_api_app(gw: Gateway) -> Starlette:
+    models = gw.config.models
+
+    def route_of(request: Request) -> ModelRoute | None:
+        return models.get(request.path_params["model"])
+
+    async def predictions(request: Request) -> Response:
+        if not gw.authorized(request):
+            return _unauthorized()
+        route = route_of(request)
+        if route is None:
+            return _error(404, f"model {request.path_params['model']!r} is not served here")
+        body = await request.body()
+        ctype = request.headers.get("content-type")
+
+        async def call() -> Response:
+            r = await gw.predict(route.name, body, ctype)
+            return _passthrough(r, gw.config.retry_after_s)
+
+        return await gw.run_inference(route, call)
+
+    async def v2_server(request: Request) -> Response:
+        if not gw.authorized(request):
+            return _unauthorized()
+        return JSONResponse({"name": "tmo", "version": "0.1.0", "extensions": []})
+
+    async def v2_live(request: Request) -> Response:
+        return JSONResponse({"live": True})
+
+    async def v2_ready(request: Request) -> Response:
+        ready = gw.all_ready()
+        return JSONResponse({"ready": ready}, 200 if ready else 400)
+
+    async def v2_model(request: Request) -> Response:
+        if not gw.authorized(request):
+            return _unauthorized()
+        route = route_of(request)
+        if route is None:
+            return _error(404, f"unknown model {request.path_params['model']!r}")
+        return JSONResponse(oip.model_metadata(route.name, route.task, route.revision))
+
+    async def v2_model_ready(request: Request) -> Response:
+        if not gw.authorized(request):
+            return _unauthorized()
+        route = route_of(request)
+        if route is None:
+            return _error(404, f"unknown model {request.path_params['model']!r}")
+        ready = gw.ready[route.name] and not gw.draining
+        return JSONResponse({"name": route.name, "ready": ready}, 200 if ready else 400)
+
+    async def v2_infer(request: Request) -> Response:
+        if not gw.authorized(request):
+            return _unauthorized()
+        route = route_of(request)
+        if route is None:
+            return _error(404, f"unknown model {request.path_params['model']!r}")
+        try:
+            doc = json.loads(await request.body())
+            payload = oip.to_handler_payload(route.task, doc)
+        except ValueError as e:  # OipError is a ValueError, and so is bad JSON
+            return _error(400, str(e))
+        body = json.dumps(payload).encode()
+
+        async def call() -> Response:
+            r = await gw.predict(route.name, body, "application/json")
+            if r.status_code != 200:
+                try:
+                    message = str(r.json().get("message") or r.json().get("error") or r.text)
+                except ValueError:
+                    message = r.text
+                resp = _error(r.status_code, message)
+                if r.status_code == 503:
+                    resp.headers["Retry-After"] = str(gw.config.retry_after_s)
+                return resp
+            results = r.json()
+            results = results if isinstance(results, list) else [results]
+            outputs = oip.to_outputs(route.task, results)
+            return JSONResponse(
+                oip.infer_response(route.name, route.revision, doc.get("id"), outputs)
+            )
+
+        return await gw.run_inference(route, call)
+
+    return Starlette(
+        routes=[
+            Route("/predictions/{model}", predictions, methods=["POST", "PUT"]),
+            Route("/predictions/{model}/{version}", predictions, methods=["POST", "PUT"]),
+            Route("/v2", v2_server, methods=["GET"]),
+            Route("/v2/health/live", v2_live, methods=["GET"]),
+            Route("/v2/health/ready", v2_ready, methods=["GET"]),
+            Route("/v2/models/{model}", v2_model, methods=["GET"]),
+            Route("/v2/models/{model}/versions/{version}", v2_model, methods=["GET"]),
+            Route("/v2/models/{model}/ready", v2_model_ready, methods=["GET"]),
+            Route("/v2/models/{model}/versions/{version}/ready", v2_model_ready, methods=["GET"]),
+            Route("/v2/models/{model}/infer", v2_infer, methods=["POST"]),
+            Route("/v2/models/{model}/versions/{version}/infer", v2_infer, methods=["POST"]),
+            *probe_routes(gw),
+        ]
+    )
+
+
+def probe_routes(gw: Gateway) -> list[Route]:
+    async def livez(request: Request) -> Response:
+        return JSONResponse({"live": True})
+
+    async def readyz(request: Request) -> Response:
+        ready = gw.all_ready()
+        return JSONResponse(
+            {"ready": ready, "models": gw.ready, "draining": gw.draining}, 200 if ready else 503
+        )
+
+    return [Route("/livez", livez), Route("/readyz", readyz)]
+
+
+def build_metrics_app(gw: Gateway) -> Starlette:
+    async def metrics(request: Request) -> Response:
+        return Response(generate_latest(gw.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return Starlette(routes=[Route("/metrics", metrics), *probe_routes(gw)])

@@ -1,0 +1,174 @@
+"""`tmo serve -f FILE`: fetch -> TorchServe -> gateway, as local processes (the pod's contents)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from tmo_runtime.fetcher import FetchError, IntegrityError, fetch
+from tmo_runtime.manifest import ManifestError, ServeSpec, load_manifests
+
+log = logging.getLogger("tmo.serve")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-f",
+        "--file",
+        action="append",
+        required=True,
+        type=Path,
+        help="TransformerModel manifest (repeatable; multi-document YAML is fine)",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="gateway bind address")
+    parser.add_argument("--port", type=int, default=8080, help="gateway port")
+    parser.add_argument("--metrics-port", type=int, default=9090, help="/metrics port")
+    parser.add_argument("--token-file", type=Path, help="bearer token clients must send")
+    parser.add_argument("--workdir", type=Path, help="state directory (default: a new temp dir)")
+    parser.add_argument("--archive", action="store_true", help="package as .mar, not a directory")
+    parser.add_argument("--max-concurrency", type=int, default=16)
+    parser.add_argument("--max-queue", type=int, default=64)
+    parser.add_argument("--job-queue-size", type=int, default=100, help="TorchServe's queue")
+    parser.add_argument("--drain-timeout", type=float, default=30.0)
+    parser.add_argument("--ready-timeout", type=float, default=300.0)
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"tmo serve: {message}", file=sys.stderr)
+    return code
+
+
+def run(args: argparse.Namespace) -> int:
+    from tmo_runtime.gateway.app import GatewayConfig, ModelRoute
+    from tmo_runtime.gateway.server import serve_gateway
+    from tmo_runtime.packaging import package_huggingface, place_mar
+    from tmo_runtime.torchserve import TorchServe, free_port
+    from tmo_runtime.ts_config import HandlerSettings, ModelEntry, TorchServeSettings
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # httpx logs every call at INFO: the readiness poll alone would flood the log.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    try:
+        specs: list[ServeSpec] = [s for f in args.file for s in load_manifests(f)]
+    except (ManifestError, OSError) as e:
+        return _fail(str(e), 2)
+    names = [s.name for s in specs]
+    if len(set(names)) != len(names):
+        return _fail(f"model names must be unique; got {names}", 2)
+    needs_auth = [s.name for s in specs if s.auth_required]
+    if needs_auth and args.token_file is None:
+        return _fail(f"{', '.join(needs_auth)} set spec.auth: pass --token-file", 2)
+    if args.token_file is not None and not args.token_file.is_file():
+        return _fail(f"--token-file {args.token_file} does not exist", 2)
+    if args.token_file is None:
+        log.warning("no --token-file: the gateway accepts requests without a bearer token")
+
+    # Short path on purpose: TorchServe's workers put AF_UNIX sockets under it.
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="tmo-", dir="/tmp"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    store = workdir / "store"
+    entries = []
+    for spec in specs:
+        try:
+            path = fetch(
+                spec.model_uri,
+                workdir / "fetch" / spec.name,
+                base_dir=spec.base_dir,
+                sha256=spec.model_sha256,
+            )
+        except IntegrityError as e:
+            return _fail(str(e), 3)
+        except FetchError as e:
+            return _fail(str(e), 2)
+        entry = ModelEntry(
+            name=spec.name,
+            url="",
+            workers=spec.workers,
+            batch_size=spec.batch_size,
+            max_batch_delay_ms=spec.max_batch_delay_ms,
+            response_timeout_s=spec.response_timeout_s,
+        )
+        if spec.model_format == "mar":
+            entries.append(place_mar(path, store, entry))
+        elif spec.model_format == "huggingface":
+            handler = HandlerSettings(
+                task=spec.task,
+                precision=spec.precision,
+                attention=spec.attention,
+                max_sequence_length=spec.max_sequence_length,
+            )
+            entries.append(package_huggingface(path, store, entry, handler, archive=args.archive))
+        else:
+            return _fail(f"{spec.name}: model.format {spec.model_format} is not served yet", 2)
+
+    settings = TorchServeSettings(
+        model_store=str(store),
+        models=entries,
+        inference_port=free_port(),
+        management_port=free_port(),
+        metrics_port=free_port(),
+        grpc_inference_port=free_port(),
+        grpc_management_port=free_port(),
+        job_queue_size=args.job_queue_size,
+    )
+    ts = TorchServe(settings, workdir)
+    config = GatewayConfig(
+        models={s.name: ModelRoute(s.name, s.task, s.revision) for s in specs},
+        inference_url=ts.inference_url,
+        management_url=ts.management_url,
+        ts_key_file=ts.key_file,
+        token_file=args.token_file,
+        max_concurrency=args.max_concurrency,
+        max_queue=args.max_queue,
+        drain_timeout_s=args.drain_timeout,
+    )
+    state = {
+        "workdir": str(workdir),
+        "gateway": f"http://{args.host}:{args.port}",
+        "metrics": f"http://{args.host}:{args.metrics_port}/metrics",
+        "torchserve": {
+            "inference": ts.inference_url,
+            "management": ts.management_url,
+            "metrics": ts.metrics_url,
+            "key_file": str(ts.key_file),
+            "log": str(ts.log_path),
+        },
+        "models": {s.name: {"task": s.task, "revision": s.revision} for s in specs},
+    }
+    (workdir / "serve.json").write_text(json.dumps(state, indent=2))
+
+    started = time.monotonic()
+    ts.start()
+
+    def listening() -> None:
+        print(f"gateway   {state['gateway']}  (predictions: /predictions/NAME, OIP v2: /v2)")
+        print(f"metrics   {state['metrics']}  (readiness: /readyz)")
+        for s in specs:
+            print(f"model     {s.name}  task={s.task}  revision={s.revision}  from {s.model_uri}")
+        print(f"state     {workdir}  (TorchServe log: {ts.log_path})", flush=True)
+
+    async def stop_ts() -> None:
+        await asyncio.to_thread(ts.stop)
+
+    try:
+        asyncio.run(
+            serve_gateway(
+                config,
+                args.host,
+                args.port,
+                args.metrics_port,
+                on_listening=listening,
+                on_stop=stop_ts,
+                backend_alive=ts.alive,
+            )
+        )
+    finally:
+        ts.stop()
+    log.info("stopped after %.0fs", time.monotonic() - started)
+    return 0
