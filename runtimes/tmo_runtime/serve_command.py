@@ -10,6 +10,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from tmo_runtime.fetcher import FetchError, IntegrityError, fetch
 from tmo_runtime.manifest import ManifestError, ServeSpec, load_manifests
@@ -128,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
         max_queue=args.max_queue,
         drain_timeout_s=args.drain_timeout,
     )
-    state = {
+    state: dict[str, Any] = {
         "workdir": str(workdir),
         "gateway": f"http://{args.host}:{args.port}",
         "metrics": f"http://{args.host}:{args.metrics_port}/metrics",
@@ -141,10 +142,13 @@ def run(args: argparse.Namespace) -> int:
         },
         "models": {s.name: {"task": s.task, "revision": s.revision} for s in specs},
     }
-    (workdir / "serve.json").write_text(json.dumps(state, indent=2))
 
     started = time.monotonic()
     ts.start()
+    assert ts.process is not None
+    # Where everything is, for scripts and benchmarks (never the tokens themselves).
+    state["torchserve_pid"] = ts.process.pid
+    (workdir / "serve.json").write_text(json.dumps(state, indent=2))
 
     def listening() -> None:
         print(f"gateway   {state['gateway']}  (predictions: /predictions/NAME, OIP v2: /v2)")
