@@ -47,7 +47,9 @@ class Cluster:
             raise AssertionError(f"kubectl {' '.join(args)} failed ({r.returncode}):\n{r.stderr}")
         return r
 
-    def apply(self, manifest: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def apply(
+        self, manifest: str, *args: str, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
         return self.kubectl("apply", "-f", "-", *args, input=manifest, check=check)
 
     def get(self, kind: str, name: str, namespace: str | None = None) -> dict[str, Any]:
@@ -55,7 +57,9 @@ class Cluster:
         out = self.kubectl("get", kind, name, *ns, "-o", "json").stdout
         return dict(json.loads(out))
 
-    def get_all(self, kind: str, namespace: str | None = None, *selector: str) -> list[dict[str, Any]]:
+    def get_all(
+        self, kind: str, namespace: str | None = None, *selector: str
+    ) -> list[dict[str, Any]]:
         ns = ["-n", namespace] if namespace else ["-A"]
         out = self.kubectl("get", kind, *ns, *selector, "-o", "json").stdout
         return list(json.loads(out)["items"])
