@@ -20,11 +20,13 @@ func main() {
 	if err != nil {
 		fail(err)
 	}
-	obj := map[string]interface{}{}
-	if err := json.Unmarshal(raw, &obj); err != nil {
-		fail(fmt.Errorf("stdin is not a JSON object: %w", err))
+	// Unstructured's own decoder keeps integers as int64 (plain encoding/json makes every number
+	// a float64, and kstatus then fails reading metadata.generation).
+	obj := &unstructured.Unstructured{}
+	if err := obj.UnmarshalJSON(raw); err != nil {
+		fail(fmt.Errorf("stdin is not a Kubernetes object: %w", err))
 	}
-	res, err := status.Compute(&unstructured.Unstructured{Object: obj})
+	res, err := status.Compute(obj)
 	if err != nil {
 		fail(err)
 	}
