@@ -65,3 +65,6 @@ crds: venv ## regenerate crds/ from the pydantic models in operator/tmo/api
 
 clean: cluster-down ## remove the venv and local state (the cache in $(TMO_CACHE) stays)
 	rm -rf $(VENV) .cluster .pytest_cache .mypy_cache .ruff_cache
+
+demo: venv deps cluster-build ## set everything up and run the main job end to end on this machine
+	@examples/demo.sh
