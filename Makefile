@@ -56,7 +56,7 @@ lint: venv ## ruff and mypy
 	$(VENV)/bin/ruff format --check operator runtimes tests e2e bench
 	$(VENV)/bin/mypy
 
-test: venv deps cluster-build ## set everything up and run the whole suite (tests/ and e2e/)
+test: venv deps cluster-build lint ## set everything up, lint, and run the whole suite (tests/ and e2e/)
 	@# pytest exits 5 when it collected nothing: that is a failure here, never a pass.
 	$(PY) -m pytest tests e2e $(PYTEST_ARGS)
 
