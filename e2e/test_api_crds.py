@@ -151,76 +151,106 @@ def test_explain_shows_descriptions(api: Cluster) -> None:
 
 @pytest.fixture
 def served_pair(api: Cluster, namespace: str) -> Iterator[tuple[Cluster, str]]:
-    with_status = {**BASE_MODEL, "status": {"revision": "written-by-user", "replicas": 9}}
+    with_status = {**BASE_MODEL, "status": {"url": "http://written-by-apply", "replicas": 9}}
     assert _apply(api, with_status, namespace).returncode == 0
     assert _apply(api, BASE_ROLLOUT, namespace).returncode == 0
     yield api, namespace
 
 
+def _patch(api: Cluster, ns: str, kind: str, patch: dict[str, Any], *args: str) -> Any:
+    return api.kubectl(
+        "patch", kind, "case", "-n", ns, "--type=merge", "-p", json.dumps(patch), "-o", "json",
+        *args, check=False,
+    )  # fmt: skip
+
+
+# An operator may be reconciling these objects while the tests run (other e2e tests start one),
+# so each check reads the API server's answer to its own write instead of a later GET.
 def test_status_only_through_subresource(served_pair: tuple[Cluster, str]) -> None:
     api, ns = served_pair
     # Status in a create/apply of the main resource is dropped...
-    assert "status" not in api.get("tm", "case", ns)
-    status = {
-        "status": {
-            "observedGeneration": 1,
-            "revision": "7f9c2d1a0b",
-            "url": "http://case.ns.svc:8080",
-            "replicas": 2,
-            "readyReplicas": 2,
-            "conditions": [
-                {
-                    "type": "Ready",
-                    "status": "True",
-                    "reason": "Available",
-                    "message": "2/2 replicas ready",
-                    "lastTransitionTime": "2026-01-01T00:00:00Z",
-                    "observedGeneration": 1,
-                }
-            ],
-        }
+    assert api.get("tm", "case", ns).get("status", {}).get("url") != "http://written-by-apply"
+    # ...the status subresource takes it (schema-checked)...
+    condition = {
+        "type": "Ready",
+        "status": "True",
+        "reason": "Available",
+        "message": "2/2 replicas ready",
+        "lastTransitionTime": "2026-01-01T00:00:00Z",
+        "observedGeneration": 1,
     }
-    # ...the status subresource takes it...
-    api.kubectl(
-        "patch", "tm", "case", "-n", ns, "--subresource=status", "--type=merge",
-        "-p", json.dumps(status),
-    )  # fmt: skip
-    assert api.get("tm", "case", ns)["status"]["revision"] == "7f9c2d1a0b"
+    status = {"url": "http://written-by-subresource", "conditions": [condition]}
+    result = _patch(api, ns, "tm", {"status": status}, "--subresource=status")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["status"]["url"] == "http://written-by-subresource"
     # ...and a patch of the main resource cannot change it.
-    api.kubectl(
-        "patch", "tm", "case", "-n", ns, "--type=merge",
-        "-p", json.dumps({"status": {"revision": "forged"}}),
-    )  # fmt: skip
-    assert api.get("tm", "case", ns)["status"]["revision"] == "7f9c2d1a0b"
+    result = _patch(api, ns, "tm", {"status": {"url": "http://forged"}})
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout).get("status", {}).get("url") != "http://forged"
     # The status schema is enforced too: observedGeneration is an integer.
-    bad = api.kubectl(
-        "patch", "tm", "case", "-n", ns, "--subresource=status", "--type=merge",
-        "-p", json.dumps({"status": {"observedGeneration": "1"}}), check=False,
-    )  # fmt: skip
+    bad = _patch(api, ns, "tm", {"status": {"observedGeneration": "1"}}, "--subresource=status")
     assert bad.returncode != 0 and "status.observedGeneration" in bad.stderr
+
+
+def _tables(api: Cluster, ns: str) -> list[list[dict[str, str]]]:
+    """`kubectl get tm,tmro` parsed by column position (empty cells print as blanks)."""
+    out = api.kubectl("get", "tm,tmro", "-n", ns).stdout
+    tables = []
+    for block in out.strip().split("\n\n"):
+        header, *rows = block.splitlines()
+        names = header.split()
+        starts = [header.index(f"{n} " if n != names[-1] else n) for n in names]
+        bounds = [*starts[1:], None]
+        tables.append(
+            [
+                {n: row[a:b].strip() for n, a, b in zip(names, starts, bounds, strict=True)}
+                for row in rows
+            ]
+        )
+    return tables
 
 
 def test_printer_columns(served_pair: tuple[Cluster, str]) -> None:
     api, ns = served_pair
-    api.kubectl(
-        "patch", "tm", "case", "-n", ns, "--subresource=status", "--type=merge",
-        "-p", json.dumps({"status": {"revision": "7f9c2d1a0b", "replicas": 3,
-                                     "url": "http://case.x.svc:8080"}}),
-    )  # fmt: skip
-    api.kubectl(
-        "patch", "tmro", "case", "-n", ns, "--subresource=status", "--type=merge",
-        "-p", json.dumps({"status": {"phase": "Progressing", "currentStep": 2, "canaryWeight": 25,
-                                     "stableRevision": "7f9c2d1a0b",
-                                     "canaryRevision": "a1b2c3d4e5"}}),
-    )  # fmt: skip
-    out = api.kubectl("get", "tm,tmro", "-n", ns).stdout
-    lines = [line.split() for line in out.splitlines() if line.strip()]
-    assert ["NAME", "READY", "REVISION", "REPLICAS", "URL", "AGE"] in lines
-    assert ["NAME", "PHASE", "STEP", "WEIGHT", "STABLE", "CANARY", "AGE"] in lines
-    tm_row = next(line for line in lines if line[0] == "transformermodel.tmo.dev/case")
-    assert tm_row[2:5] == ["7f9c2d1a0b", "3", "http://case.x.svc:8080"]
-    ro_row = next(line for line in lines if line[0] == "rollout.tmo.dev/case")
-    assert ro_row[1:6] == ["Progressing", "2", "25", "7f9c2d1a0b", "a1b2c3d4e5"]
+    tm_status = {"revision": "7f9c2d1a0b", "replicas": 3, "url": "http://case.x.svc:8080"}
+    ro_status = {
+        "phase": "Progressing",
+        "currentStep": 2,
+        "canaryWeight": 25,
+        "stableRevision": "7f9c2d1a0b",
+        "canaryRevision": "a1b2c3d4e5",
+    }
+    assert _patch(api, ns, "tm", {"status": tm_status}, "--subresource=status").returncode == 0
+    assert _patch(api, ns, "tmro", {"status": ro_status}, "--subresource=status").returncode == 0
+    tm_table, ro_table = _tables(api, ns)
+    assert list(tm_table[0]) == ["NAME", "READY", "REVISION", "REPLICAS", "URL", "AGE"]
+    assert list(ro_table[0]) == ["NAME", "PHASE", "STEP", "WEIGHT", "STABLE", "CANARY", "AGE"]
+
+    def rows_match_status() -> bool:
+        # Columns show exactly the status fields they name (whoever wrote them last).
+        (tm_row,), (ro_row,) = _tables(api, ns)
+        tm = api.get("tm", "case", ns).get("status", {})
+        ro = api.get("tmro", "case", ns).get("status", {})
+        ready = [c["status"] for c in tm.get("conditions", []) if c["type"] == "Ready"]
+        want_tm = {"READY": ready[0] if ready else ""} | {
+            col: str(tm.get(key, ""))
+            for col, key in [("REVISION", "revision"), ("REPLICAS", "replicas"), ("URL", "url")]
+        }
+        want_ro = {
+            col: str(ro.get(key, ""))
+            for col, key in [
+                ("PHASE", "phase"),
+                ("STEP", "currentStep"),
+                ("WEIGHT", "canaryWeight"),
+                ("STABLE", "stableRevision"),
+                ("CANARY", "canaryRevision"),
+            ]
+        }
+        return all(tm_row[k] == v for k, v in want_tm.items()) and all(
+            ro_row[k] == v for k, v in want_ro.items()
+        )
+
+    wait_for("printer columns to show the status", rows_match_status, timeout=30)
     # The category lists both kinds.
     everything = api.kubectl("get", "tmo", "-n", ns, "-o", "name").stdout.split()
     assert sorted(everything) == ["rollout.tmo.dev/case", "transformermodel.tmo.dev/case"]

@@ -146,7 +146,8 @@ class Analysis(APIModel):
 
     cel_rules: ClassVar[tuple[Rule, ...]] = (
         Rule(
-            cel="self.judge != 'threshold' || !has(self.metrics) || "
+            # has(self.judge): `default: {}` is checked against this rule before defaulting.
+            cel="!has(self.judge) || self.judge != 'threshold' || !has(self.metrics) || "
             "self.metrics.all(m, has(m.max) || has(m.min))",
             message="with judge threshold every metric needs max or min",
             check=lambda a: (

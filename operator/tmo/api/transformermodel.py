@@ -81,7 +81,10 @@ class Runtime(APIModel):
 
     cel_rules: ClassVar[tuple[Rule, ...]] = (
         Rule(
-            cel="self.attention != 'flash_attention_2' || self.precision in ['bf16', 'fp16']",
+            # has(): the API server also checks the section's `default: {}` against its rules,
+            # before nested defaults exist.
+            cel="!has(self.attention) || self.attention != 'flash_attention_2' || "
+            "(has(self.precision) && self.precision in ['bf16', 'fp16'])",
             message="flash_attention_2 needs precision bf16 or fp16",
             check=lambda r: r.attention != "flash_attention_2" or r.precision in ("bf16", "fp16"),
             field="attention",
@@ -122,7 +125,8 @@ class Scaling(APIModel):
 
     cel_rules: ClassVar[tuple[Rule, ...]] = (
         Rule(
-            cel="self.minReplicas <= self.maxReplicas",
+            cel="!has(self.minReplicas) || !has(self.maxReplicas) || "
+            "self.minReplicas <= self.maxReplicas",
             message="minReplicas must be less than or equal to maxReplicas",
             check=lambda s: s.min_replicas <= s.max_replicas,
             field="minReplicas",
@@ -198,7 +202,8 @@ class TransformerModelSpec(APIModel):
 
     cel_rules: ClassVar[tuple[Rule, ...]] = (
         Rule(
-            cel="self.runtime.attention != 'flash_attention_2' || "
+            cel="!has(self.runtime) || !has(self.runtime.attention) || "
+            "self.runtime.attention != 'flash_attention_2' || "
             f"(has(self.resources.limits) && '{GPU_RESOURCE}' in self.resources.limits)",
             message=f"flash_attention_2 needs a GPU: set resources.limits[{GPU_RESOURCE}]",
             check=lambda s: (
