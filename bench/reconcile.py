@@ -97,7 +97,8 @@ def run_one(cluster: Cluster, op: OperatorProcess, n: int, resync: float) -> dic
         "ready_s": round(elapsed, 1),
         "requests_per_model": round(requests / n, 1),
         "writes_per_model": round((settled["writes"] - before["writes"]) / n, 1),
-        "idle_resync_writes": idle["writes"] - settled["writes"],
+        "idle_resync_writes": idle["writes_by_namespace"].get(ns, 0)
+        - settled["writes_by_namespace"].get(ns, 0),
         "idle_resync_reads": idle["request_total"] - settled["request_total"],
         "peak_rss_mib": round(op.peak_rss_kib() / 1024, 1),
     }

@@ -30,6 +30,8 @@ def run(args: argparse.Namespace) -> int:
     }[settings.log_format]
     kopf.configure(log_format=log_format, verbose=False)
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    # kopf logs every handled watch event at INFO; the reconciler logs what matters.
+    logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     namespaces = list(settings.namespaces)
     asyncio.run(
         kopf.operator(

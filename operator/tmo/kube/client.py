@@ -8,8 +8,10 @@ Secret names and, in other callers, Secret data.
 from __future__ import annotations
 
 import json
+import os
 import ssl
 from collections import Counter
+from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +31,7 @@ PLURALS = {
     "HTTPRoute": "httproutes",
     "TransformerModel": "transformermodels",
 }
+IN_CLUSTER_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
 WRITE_VERBS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
@@ -61,26 +64,51 @@ class Connection:
     host: str
     verify: ssl.SSLContext | bool
     headers: dict[str, str] = field(default_factory=dict)
+    # In-cluster: the projected ServiceAccount token rotates, so it is re-read when it changes.
+    token_file: str | None = None
 
     @classmethod
     def load(cls, kubeconfig: str | None = None) -> Connection:
         from kubernetes import client, config  # only for reading kubeconfig / in-cluster files
 
         cfg = client.Configuration()
+        token_file = None
         try:
             config.load_kube_config(  # type: ignore[no-untyped-call]
                 config_file=kubeconfig, client_configuration=cfg
             )
         except config.ConfigException:
             config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
+            token_file = IN_CLUSTER_TOKEN
         ctx = ssl.create_default_context(cafile=cfg.ssl_ca_cert) if cfg.verify_ssl else False
         if isinstance(ctx, ssl.SSLContext) and cfg.cert_file:
             ctx.load_cert_chain(cfg.cert_file, cfg.key_file)
         headers = {}
-        token = cfg.get_api_key_with_prefix("authorization")
+        # The kubernetes client names the bearer token "BearerToken" (older: "authorization").
+        token = cfg.get_api_key_with_prefix("BearerToken") or cfg.get_api_key_with_prefix(
+            "authorization"
+        )
         if token:
-            headers["Authorization"] = token
-        return cls(host=cfg.host, verify=ctx, headers=headers)
+            headers["Authorization"] = token if " " in token else f"Bearer {token}"
+        return cls(host=cfg.host, verify=ctx, headers=headers, token_file=token_file)
+
+
+class _TokenFileAuth(httpx.Auth):
+    """Bearer token from a file, re-read when the file changes (kubelet rotates it)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._mtime = -1.0
+        self._token = ""
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        mtime = os.stat(self.path).st_mtime
+        if mtime != self._mtime:
+            with open(self.path, encoding="utf-8") as f:
+                self._token = f.read().strip()
+            self._mtime = mtime
+        request.headers["Authorization"] = f"Bearer {self._token}"
+        yield request
 
 
 class KubeClient:
@@ -92,8 +120,10 @@ class KubeClient:
             headers={**connection.headers, "User-Agent": f"{field_manager}/tmo"},
             timeout=timeout,
             limits=httpx.Limits(max_connections=20, max_keepalive_connections=20),
+            auth=_TokenFileAuth(connection.token_file) if connection.token_file else None,
         )
         self.requests: Counter[str] = Counter()
+        self.writes_by_namespace: Counter[str] = Counter()
 
     @property
     def writes(self) -> int:
@@ -113,6 +143,10 @@ class KubeClient:
     ) -> dict[str, Any] | None:
         """The parsed response; None for 404. Raises ApiError for other failures."""
         self.requests[method] += 1
+        if method in WRITE_VERBS:
+            parts = path.split("/")
+            ns = parts[parts.index("namespaces") + 1] if "namespaces" in parts else ""
+            self.writes_by_namespace[ns] += 1
         content = None if body is None else json.dumps(body)
         headers = {"Content-Type": content_type} if content is not None else {}
         r = await self._http.request(method, path, content=content, params=params, headers=headers)

@@ -33,7 +33,6 @@ def kopf_settings(settings: OperatorSettings) -> kopf.OperatorSettings:
     s.posting.enabled = False  # Events are posted deliberately, on transitions only
     s.scanning.disabled = True  # no CRD/namespace watching: less RBAC
     s.watching.server_timeout = 600
-    s.batching.worker_limit = max(settings.concurrency * 4, 64)
     return s
 
 
@@ -73,7 +72,8 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
             await reconciler.client.close()
 
     @kopf.on.event(names.GROUP, names.VERSION, names.PLURAL, registry=registry)
-    def on_model(type: str, body: kopf.Body, **_: Any) -> None:
+    # async: kopf runs sync handlers in threads, and the reconciler schedules asyncio tasks.
+    async def on_model(type: str, body: kopf.Body, **_: Any) -> None:
         holder["reconciler"].on_model_event(type, _plain(body))
 
     @kopf.on.event(
@@ -83,7 +83,7 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
         labels={"app.kubernetes.io/managed-by": names.MANAGED_BY},
         registry=registry,
     )
-    def on_deployment(type: str, body: kopf.Body, **_: Any) -> None:
+    async def on_deployment(type: str, body: kopf.Body, **_: Any) -> None:
         obj = _plain(body)
         obj.setdefault("apiVersion", "apps/v1")
         obj.setdefault("kind", "Deployment")

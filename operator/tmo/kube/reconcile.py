@@ -464,6 +464,7 @@ class Reconciler:
             "requests": dict(self.client.requests),
             "request_total": sum(self.client.requests.values()),
             "writes": self.client.writes,
+            "writes_by_namespace": dict(self.client.writes_by_namespace),
             "reconciles": self.stats.reconciles,
             "failures": self.stats.failures,
             "status_writes": self.stats.status_writes,
