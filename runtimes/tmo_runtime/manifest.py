@@ -1,35 +1,23 @@
 """Read the TransformerModel fields the runtime needs from a manifest.
 
-TODO(tmo.api): the pydantic API models in `operator/tmo/api` are being written in parallel.
-`serve_spec_from_dict` is the single adapter from the plain manifest dict; switch its body to
-`tmo.api` models once they exist so defaults and validation have one definition.
+Validation and defaults come from the API models in `tmo.api` (the one definition of the API);
+`ServeSpec` is the runtime's flat view of what it needs.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import ValidationError
+from tmo.api import TransformerModel
 
-API_VERSION = "tmo.dev/v1alpha1"
 KIND = "TransformerModel"
-TASKS = (
-    "text-classification",
-    "token-classification",
-    "summarization",
-    "text-generation",
-    "image-classification",
-    "speech-recognition",
-    "feature-extraction",
-)
-PRECISIONS = ("fp32", "bf16", "fp16", "int8")
-ATTENTIONS = ("sdpa", "eager", "flash_attention_2")
-FORMATS = ("huggingface", "mar", "torchscript", "onnx")
 
 
 class ManifestError(ValueError):
@@ -56,68 +44,46 @@ class ServeSpec:
     base_dir: Path  # relative file:// URIs resolve against the manifest's directory
 
 
-def _get(d: Mapping[str, Any], key: str, default: Any) -> Any:
-    value = d.get(key, default)
-    return default if value is None else value
-
-
-def _choice(value: str, allowed: Iterable[str], what: str) -> str:
-    options = tuple(allowed)
-    if value not in options:
-        raise ManifestError(f"{what} must be one of {', '.join(options)}; got {value!r}")
-    return value
-
-
-def _positive(value: Any, what: str) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ManifestError(f"{what} must be a positive integer; got {value!r}")
-    return value
-
-
 def revision_of(spec: Mapping[str, Any]) -> str:
     """Short hash of the spec fields that change the pod (the reconciler owns the real one)."""
     relevant = {k: spec.get(k) for k in ("task", "model", "runtime", "resources")}
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:7]
 
 
+def _validation_message(e: ValidationError) -> str:
+    parts = []
+    for err in e.errors():
+        where = ".".join(str(x) for x in err["loc"])
+        parts.append(f"{where}: {err['msg']}")
+    return "; ".join(parts)
+
+
 def serve_spec_from_dict(doc: Mapping[str, Any], base_dir: Path) -> ServeSpec:
-    if doc.get("apiVersion") != API_VERSION or doc.get("kind") != KIND:
-        raise ManifestError(
-            f"expected apiVersion {API_VERSION} kind {KIND}; "
-            f"got {doc.get('apiVersion')!r} {doc.get('kind')!r}"
-        )
-    meta = _get(doc, "metadata", {})
-    spec = _get(doc, "spec", {})
-    name = meta.get("name")
-    if not name or not isinstance(name, str):
-        raise ManifestError("metadata.name is required")
-    model = _get(spec, "model", {})
-    uri = model.get("uri")
-    if not uri or not isinstance(uri, str):
-        raise ManifestError("spec.model.uri is required")
-    runtime = _get(spec, "runtime", {})
-    auth = _get(spec, "auth", {})
-    sha = model.get("sha256")
+    try:
+        tm = TransformerModel.model_validate(dict(doc))
+    except ValidationError as e:
+        name = (doc.get("metadata") or {}).get("name", "?")
+        raise ManifestError(f"TransformerModel {name}: {_validation_message(e)}") from e
+    spec, runtime = tm.spec, tm.spec.runtime
+    raw_spec = dict(doc.get("spec") or {})
+    # In a pod the operator's revision comes with the manifest; locally, hash the spec.
+    revision = (tm.status.revision if tm.status else None) or revision_of(raw_spec)
     return ServeSpec(
-        name=name,
-        namespace=str(_get(meta, "namespace", "default")),
-        task=_choice(str(spec.get("task")), TASKS, "spec.task"),
-        model_uri=uri,
-        model_format=_choice(str(_get(model, "format", "huggingface")), FORMATS, "model.format"),
-        model_sha256=str(sha).lower() if sha else None,
-        workers=_positive(_get(runtime, "workers", 1), "runtime.workers"),
-        batch_size=_positive(_get(runtime, "batchSize", 8), "runtime.batchSize"),
-        max_batch_delay_ms=int(_get(runtime, "maxBatchDelayMs", 20)),
-        max_sequence_length=_positive(
-            _get(runtime, "maxSequenceLength", 512), "runtime.maxSequenceLength"
-        ),
-        precision=_choice(str(_get(runtime, "precision", "fp32")), PRECISIONS, "precision"),
-        attention=_choice(str(_get(runtime, "attention", "sdpa")), ATTENTIONS, "attention"),
-        response_timeout_s=_positive(
-            _get(runtime, "responseTimeoutSeconds", 120), "runtime.responseTimeoutSeconds"
-        ),
-        auth_required=bool(auth.get("tokenSecretRef")),
-        revision=revision_of(spec),
+        name=tm.metadata.name,
+        namespace=tm.metadata.namespace or "default",
+        task=spec.task,
+        model_uri=spec.model.uri,
+        model_format=spec.model.format,
+        model_sha256=spec.model.sha256,
+        workers=runtime.workers,
+        batch_size=runtime.batch_size,
+        max_batch_delay_ms=runtime.max_batch_delay_ms,
+        max_sequence_length=runtime.max_sequence_length,
+        precision=runtime.precision,
+        attention=runtime.attention,
+        response_timeout_s=runtime.response_timeout_seconds,
+        auth_required=spec.auth is not None,
+        revision=revision,
         base_dir=base_dir,
     )
 

@@ -1,0 +1,5 @@
+import sys
+
+from tmo_runtime.pod import main
+
+sys.exit(main())

@@ -1,0 +1,125 @@
+"""Entry points of the model pod's containers (`python -m tmo_runtime fetch|gateway`).
+
+The operator renders (tmo.render.deployment): an init container `fetch --manifest M
+--model-store S`, TorchServe itself on loopback, and `gateway --manifest M`. Ports, URLs,
+revision and token come from the TMO_* environment the operator sets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from tmo_runtime.fetcher import FetchError, IntegrityError, fetch
+from tmo_runtime.manifest import ManifestError, ServeSpec, load_manifests
+
+log = logging.getLogger("tmo.pod")
+
+
+def _spec(path: Path) -> ServeSpec:
+    specs = load_manifests(path)
+    if len(specs) != 1:
+        raise ManifestError(f"{path}: a pod serves exactly one TransformerModel")
+    return specs[0]
+
+
+def run_fetch(manifest: Path, model_store: Path) -> int:
+    """Fetch, verify and package as `<name>.mar`: the store is then mounted read-only."""
+    from tmo_runtime.packaging import package_huggingface
+    from tmo_runtime.ts_config import HandlerSettings, ModelEntry
+
+    spec = _spec(manifest)
+    entry = ModelEntry(
+        name=spec.name,
+        url="",
+        workers=spec.workers,
+        batch_size=spec.batch_size,
+        max_batch_delay_ms=spec.max_batch_delay_ms,
+        response_timeout_s=spec.response_timeout_s,
+    )
+    with tempfile.TemporaryDirectory(prefix="fetch-") as tmp:
+        path = fetch(spec.model_uri, Path(tmp), base_dir=manifest.parent, sha256=spec.model_sha256)
+        if spec.model_format == "mar":
+            target = model_store / f"{spec.name}.mar"
+            model_store.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(path.read_bytes())  # a copy: the temp dir goes away
+        elif spec.model_format == "huggingface":
+            handler = HandlerSettings(
+                task=spec.task,
+                precision=spec.precision,
+                attention=spec.attention,
+                max_sequence_length=spec.max_sequence_length,
+            )
+            package_huggingface(path, model_store, entry, handler, archive=True)
+        else:
+            raise FetchError(f"model.format {spec.model_format} is not served yet")
+    log.info("%s: fetched %s into %s", spec.name, spec.model_uri, model_store)
+    return 0
+
+
+def run_gateway(manifest: Path, token_file: Path | None) -> int:
+    from tmo_runtime.gateway.app import GatewayConfig, ModelRoute
+    from tmo_runtime.gateway.server import serve_gateway
+
+    spec = _spec(manifest)
+    env = os.environ
+    token_path = token_file
+    if token_path is None and env.get("TMO_AUTH_TOKEN"):
+        # The Secret arrives as an environment variable: keep it in a private file so the
+        # gateway has one code path (and a mounted file, when used instead, rotates in place).
+        fd, name = tempfile.mkstemp(prefix="token-")
+        with os.fdopen(fd, "w") as f:
+            f.write(env["TMO_AUTH_TOKEN"])
+        token_path = Path(name)
+    if spec.auth_required and token_path is None:
+        raise ManifestError(f"{spec.name} sets spec.auth but no token reached the gateway")
+    revision = env.get("TMO_REVISION", spec.revision)
+    config = GatewayConfig(
+        models={spec.name: ModelRoute(spec.name, spec.task, revision)},
+        inference_url=env.get("TMO_TORCHSERVE_URL", "http://127.0.0.1:8080"),
+        management_url=env.get("TMO_TORCHSERVE_MANAGEMENT_URL", "http://127.0.0.1:8081"),
+        # TorchServe's own key file, when its token auth is on and the file is shared.
+        ts_key_file=Path(env["TMO_TORCHSERVE_KEY_FILE"])
+        if env.get("TMO_TORCHSERVE_KEY_FILE")
+        else None,
+        token_file=token_path,
+        max_concurrency=int(env.get("TMO_GATEWAY_MAX_CONCURRENCY", "16")),
+        max_queue=int(env.get("TMO_GATEWAY_MAX_QUEUE", "64")),
+        drain_timeout_s=float(env.get("TMO_GATEWAY_DRAIN_TIMEOUT", "25")),
+    )
+    port = int(env.get("TMO_GATEWAY_PORT", "8080"))
+    metrics_port = int(env.get("TMO_GATEWAY_METRICS_PORT", "9090"))
+    asyncio.run(serve_gateway(config, "0.0.0.0", port, metrics_port))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tmo_runtime")
+    sub = parser.add_subparsers(dest="command", required=True)
+    f = sub.add_parser("fetch", help="fetch, verify and package the model (init container)")
+    f.add_argument("--manifest", type=Path, default=Path(os.environ.get("TMO_MANIFEST", "")))
+    f.add_argument(
+        "--model-store", type=Path, default=Path(os.environ.get("TMO_MODEL_STORE", "/models"))
+    )
+    g = sub.add_parser("gateway", help="run the gateway in front of TorchServe")
+    g.add_argument("--manifest", type=Path, default=Path(os.environ.get("TMO_MANIFEST", "")))
+    g.add_argument("--token-file", type=Path)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    try:
+        if args.command == "fetch":
+            return run_fetch(args.manifest, args.model_store)
+        return run_gateway(args.manifest, args.token_file)
+    except IntegrityError as e:
+        print(f"tmo fetch: {e}", file=sys.stderr)
+        return 3
+    except (FetchError, ManifestError, OSError) as e:
+        print(f"tmo {args.command}: {e}", file=sys.stderr)
+        return 2
