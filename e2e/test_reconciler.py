@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
+from e2e.argocd import health
 from e2e.kube import Cluster, wait_for
 from e2e.tmo_operator import REPO, OperatorProcess, install_crds, operator_kubeconfig
 
@@ -117,7 +118,12 @@ def _wait_ready(cluster: Cluster, ns: str, name: str, timeout: float = 90) -> di
     return dict(wait_for(f"{ns}/{name} Ready=True", lambda: _ready(cluster, ns, name), timeout))
 
 
+# Flux (kstatus) and Argo CD (health.lua) must read each state alike.
+ARGO_FOR_FLUX = {"Current": "Healthy", "InProgress": "Progressing", "Failed": "Degraded"}
+
+
 def _kstatus(cluster: Cluster, obj: dict[str, Any]) -> str:
+    """Flux's verdict on `obj`, checked against Argo CD's on the same object."""
     r = subprocess.run(
         ["kstatus"],
         input=json.dumps(obj),
@@ -127,7 +133,9 @@ def _kstatus(cluster: Cluster, obj: dict[str, Any]) -> str:
         timeout=30,
         check=True,
     )
-    return str(json.loads(r.stdout)["status"])
+    flux = str(json.loads(r.stdout)["status"])
+    assert health(obj)[0] == ARGO_FOR_FLUX[flux], (flux, health(obj))
+    return flux
 
 
 def _small_model(name: str, **spec: Any) -> dict[str, Any]:
@@ -187,7 +195,10 @@ def test_cpu_example_becomes_ready_with_valid_children(
         if m["spec"].get("route"):
             assert cluster.get("httproute", name, namespace)
         d = cluster.get("deployment", f"{name}-{revision}", namespace)
-        assert st["readyReplicas"] == d["status"]["readyReplicas"] >= 1
+        assert st["readyReplicas"] == d["status"].get("readyReplicas", 0) >= 1
+        scaling = m["spec"].get("scaling") or {}
+        # KEDA's CRDs are installed: the revision starts at minReplicas (>= 1), then KEDA scales.
+        assert d["spec"]["replicas"] == max(1, scaling.get("minReplicas", 1))
         for pod in cluster.get_all("pods", namespace, "-l", f"tmo.dev/revision={revision}"):
             assert pod["spec"]["nodeName"].startswith("kwok-node-")
         conditions = {c["type"]: c["status"] for c in st["conditions"]}

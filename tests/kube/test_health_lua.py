@@ -2,37 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
 from tmo.kube.status import DeploymentState, Observation, Problem, compute_status
 
-lupa = pytest.importorskip("lupa")
-HEALTH = Path(__file__).resolve().parents[2] / "charts/tmo/argocd/health.lua"
+from e2e.argocd import health as _health
+
+pytest.importorskip("lupa")
 NOW = "2026-01-01T00:00:00Z"
-
-
-def _health(obj: dict[str, Any]) -> tuple[str, str]:
-    lua = lupa.LuaRuntime(unpack_returned_tuples=True)
-    to_lua = lua.eval(
-        """
-        function(convert, value)
-          return convert(value)
-        end
-        """
-    )
-
-    def convert(value: Any) -> Any:
-        if isinstance(value, dict):
-            return lua.table_from({k: convert(v) for k, v in value.items()})
-        if isinstance(value, list):
-            return lua.table_from([convert(v) for v in value])
-        return value
-
-    fn = lua.eval("function(obj) " + HEALTH.read_text() + " end")
-    hs = fn(to_lua(convert, obj))
-    return str(hs["status"]), str(hs["message"])
 
 
 def _model(status: dict[str, Any] | None, generation: int = 3) -> dict[str, Any]:

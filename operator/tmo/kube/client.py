@@ -160,7 +160,7 @@ class KubeClient:
                 raise ApiError(r.status_code, r.reason_phrase, r.text[:200]) from None
         return dict(r.json()) if r.content else {}
 
-    async def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
+    async def apply(self, obj: dict[str, Any], field_manager: str | None = None) -> dict[str, Any]:
         """Server-side apply under the operator's field manager, taking over conflicting fields."""
         meta = obj["metadata"]
         path = resource_path(obj["apiVersion"], obj["kind"], meta.get("namespace"), meta["name"])
@@ -168,7 +168,7 @@ class KubeClient:
             "PATCH",
             path,
             body=obj,
-            params={"fieldManager": self.field_manager, "force": "true"},
+            params={"fieldManager": field_manager or self.field_manager, "force": "true"},
             content_type="application/apply-patch+yaml",
         )
         if result is None:  # 404 on apply: the kind itself is not served (CRD missing)

@@ -245,18 +245,21 @@ class Reconciler:
         )
         current_name = names.deployment_name(name, rendered.revision)
         current = next((d for d in deployments if d["metadata"]["name"] == current_name), None)
+        old = [d for d in deployments if d["metadata"]["name"] != current_name]
         # A new revision whose Secret is missing could never start: leave the serving one alone.
         if problem is None or current is not None:
+            created = current is None
             for obj in rendered.objects:
                 if not addons.get(api_group(obj), True):
                     continue
                 live = await self._apply(obj, owner)
                 if obj["kind"] == "Deployment" and live is not None:
                     current = live
+            if created and current is not None and addons[AUTOSCALING_GROUP]:
+                current = await self._seed_replicas(body, current, old) or current
             if addons[ROUTING_GROUP] and not rendered.of_kind("HTTPRoute"):
                 await self._ensure_absent("gateway.networking.k8s.io/v1", "HTTPRoute", ns, name)
 
-        old = [d for d in deployments if d["metadata"]["name"] != current_name]
         current_state = DeploymentState.from_object(current) if current is not None else None
         if old and current_state is not None and current_state.complete and problem is None:
             await self._retire(body, old)
@@ -332,6 +335,34 @@ class Reconciler:
             raise
         self.stats.child_writes += 1
         self.applied[key] = _Applied(digest, self.clock())
+        return result
+
+    async def _seed_replicas(
+        self, body: dict[str, Any], deployment: dict[str, Any], old: list[dict[str, Any]]
+    ) -> dict[str, Any] | None:
+        """Start a new revision at minReplicas (at least 1, so a revision is proven to start
+        even when it may scale to zero later), or at the old revision's size if larger.
+
+        With KEDA installed its HPA owns spec.replicas, so the main apply leaves it out. The
+        starting count is applied once under a separate field manager: later applies by the
+        operator then neither reset it nor fight the HPA, which takes the field over.
+        """
+        scaling = (body.get("spec") or {}).get("scaling") or {}
+        serving = max((int((d.get("spec") or {}).get("replicas", 0)) for d in old), default=0)
+        replicas = max(int(scaling.get("minReplicas", 1)), serving, 1)
+        if int((deployment.get("spec") or {}).get("replicas", 1)) == replicas:
+            return None
+        meta = deployment["metadata"]
+        result = await self.client.apply(
+            {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "metadata": {"name": meta["name"], "namespace": meta["namespace"]},
+                "spec": {"replicas": replicas},
+            },
+            field_manager=f"{self.settings.field_manager}-initial-replicas",
+        )
+        self.stats.child_writes += 1
         return result
 
     async def _ensure_absent(self, api_version: str, kind: str, ns: str, name: str) -> None:
