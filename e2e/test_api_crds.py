@@ -6,7 +6,9 @@ row must be refused both by `tmo validate` and by the API server itself, each na
 
 from __future__ import annotations
 
+import copy
 import json
+import random
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -254,3 +256,64 @@ def test_printer_columns(served_pair: tuple[Cluster, str]) -> None:
     # The category lists both kinds.
     everything = api.kubectl("get", "tmo", "-n", ns, "-o", "name").stdout.split()
     assert sorted(everything) == ["rollout.tmo.dev/case", "transformermodel.tmo.dev/case"]
+
+
+# --- agreement beyond the table: seeded random mutations of the examples -------------------------
+
+_ODD_VALUES: list[Any] = [
+    -1, 0, 1, 2, 7, 100, 101, 1001, 2.5, 0.5, 1.5, -0.1, "", "x", "2", "30s", "5 m", "fp8",
+    "s3://b/k", "hf://org", True, False, None, [], {}, [1], {"a": 1}, "a" * 300,
+    "a" * 45, "a" * 46, "0" * 64, "pvc://claim", "hf://org/name@v1", "1d", "0s", "500ms",
+    "flash_attention_2", "bf16", "int8", "mannWhitney", "rollback", "latencyP95", 0.0, 1.0, 1e9,
+    {"setWeight": 30}, {"pause": {}}, {"name": "q", "query": "up", "max": 1}, "2Gi", "100m",
+]  # fmt: skip
+_NEW_KEYS = ["extra", "min", "max", "pause", "setWeight", "duration", "query", "builtin"]
+
+
+def _containers(node: Any) -> list[Any]:
+    if isinstance(node, dict):
+        return [node, *(c for v in node.values() for c in _containers(v))]
+    if isinstance(node, list):
+        return [node, *(c for v in node for c in _containers(v))]
+    return []
+
+
+def _mutations(seed: int, count: int) -> list[dict[str, Any]]:
+    rng = random.Random(seed)
+    bases = [d for d in _example_docs()] + [BASE_MODEL, BASE_ROLLOUT]
+    out = []
+    for i in range(count):
+        doc = json.loads(json.dumps(rng.choice(bases)))
+        doc["metadata"] = {"name": f"m-{i}"}
+        for _ in range(rng.randint(1, 2)):
+            parent = rng.choice(_containers(doc["spec"]))
+            if isinstance(parent, dict) and (not parent or rng.random() < 0.2):
+                parent[rng.choice(_NEW_KEYS)] = copy.deepcopy(rng.choice(_ODD_VALUES))
+            elif isinstance(parent, dict):
+                parent[rng.choice(sorted(parent))] = copy.deepcopy(rng.choice(_ODD_VALUES))
+            elif parent:
+                parent[rng.randrange(len(parent))] = copy.deepcopy(rng.choice(_ODD_VALUES))
+        out.append(doc)
+    return out
+
+
+def test_api_server_and_offline_agree_on_random_mutations(api: Cluster, namespace: str) -> None:
+    docs = _mutations(seed=20261129, count=300)
+    result = api.kubectl(
+        "apply", "--dry-run=server", "-n", namespace, "-f", "-",
+        input="\n---\n".join(json.dumps(d) for d in docs), check=False, timeout=300,
+    )  # fmt: skip
+    accepted = {
+        line.split()[0].split("/")[1] for line in result.stdout.splitlines() if "created" in line
+    }
+    disagreements = []
+    for doc in docs:
+        name = doc["metadata"]["name"]
+        offline = check_manifest(doc)
+        if (name in accepted) != (not offline):
+            server = [line for line in result.stderr.splitlines() if f'"{name}"' in line]
+            disagreements.append(f"{name}: offline={offline} server={server} doc={doc['spec']}")
+    assert accepted, result.stderr
+    assert len(accepted) < len(docs)
+    assert not disagreements, "\n".join(disagreements)
+    print(f"{len(accepted)} of {len(docs)} mutated manifests accepted by both")

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import yaml
+from pydantic import ValidationError
 from tmo.api import (
     LONGEST_CHILD_SUFFIX,
     MAX_NAME_LENGTH,
@@ -245,3 +246,21 @@ def test_unknown_status_fields_are_ignored() -> None:
     tm = load_manifest(doc)
     assert isinstance(tm, TransformerModel) and tm.status is not None
     assert tm.status.revision == "abc"
+
+
+def test_input_read_like_the_api_server_decodes_it() -> None:
+    # Integral floats are integers there, and null map values are pruned like null fields.
+    doc = {
+        **BASE_MODEL,
+        "spec": {
+            **BASE_MODEL["spec"],
+            "scaling": {"maxReplicas": 3.0},
+            "resources": {"limits": {"memory": "1Gi", "cpu": None}},
+        },
+    }
+    tm = load_manifest(doc)
+    assert isinstance(tm, TransformerModel)
+    assert tm.spec.scaling.max_replicas == 3
+    assert tm.spec.resources.limits == {"memory": "1Gi"}
+    with pytest.raises(ValidationError):
+        load_manifest({**doc, "spec": {**doc["spec"], "scaling": {"maxReplicas": 2.5}}})

@@ -25,10 +25,19 @@ def _add_object_rules(schema: dict[str, Any], model: type[Any]) -> None:
         schema.setdefault("x-kubernetes-validations", []).extend(r.cel_validation() for r in rules)
 
 
-def _without_nulls(data: Any) -> Any:
-    # Any Mapping (kopf hands out Mapping views) becomes a dict: strict mode wants dicts.
+def _as_the_api_server_reads(data: Any) -> Any:
+    """The input as the API server's decoder hands it to validation, at every depth.
+
+    Null fields and null map values are pruned; floats without a fractional part are integers
+    (2.0 is a valid replica count there); any Mapping (kopf hands out Mapping views) becomes a
+    dict, since strict mode wants dicts.
+    """
     if isinstance(data, Mapping):
-        return {k: v for k, v in data.items() if v is not None}
+        return {k: _as_the_api_server_reads(v) for k, v in data.items() if v is not None}
+    if isinstance(data, list):
+        return [_as_the_api_server_reads(v) for v in data]
+    if isinstance(data, float) and data.is_integer() and abs(data) < 2**63:
+        return int(data)
     return data
 
 
@@ -57,7 +66,7 @@ class APIModel(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _drop_nulls(cls, data: Any) -> Any:
-        return _without_nulls(data)
+        return _as_the_api_server_reads(data)
 
     @model_validator(mode="after")
     def _check_object_rules(self) -> APIModel:
@@ -116,7 +125,7 @@ class ObjectMeta(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _drop_nulls(cls, data: Any) -> Any:
-        return _without_nulls(data)
+        return _as_the_api_server_reads(data)
 
 
 class StatusModel(APIModel):
