@@ -56,4 +56,8 @@ for f in node/fast/node-initialize node/heartbeat-with-lease/node-heartbeat-with
 done > "$tmp/kwok-stages.yaml"
 mkdir -p "$(dirname "$CLUSTER_BIN")"
 rm -rf "$CLUSTER_BIN"; mv "$tmp" "$CLUSTER_BIN"; trap - EXIT
+# Older builds (other versions or go.sum) are dead weight: ~450 MB each.
+for old in "$TMO_CACHE"/k8s-*; do
+  [ "$old" = "$(dirname "$CLUSTER_BIN")" ] || rm -rf "$old"
+done
 echo ">> control plane built in $(( $(date +%s) - start ))s: $(du -sh "$CLUSTER_BIN" | cut -f1) in $CLUSTER_BIN"
