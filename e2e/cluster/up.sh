@@ -19,6 +19,7 @@ all_alive() {
   [ "$n" = 5 ]
 }
 if [ -f "$kc" ] && all_alive && "$K" --kubeconfig "$kc" get --raw /readyz >/dev/null 2>&1; then
+  echo "$CLUSTER_BIN" > "$state/bindir"  # the tools of the current build, even if it changed
   echo ">> local control plane already up: KUBECONFIG=$kc"
   exit 0
 fi
