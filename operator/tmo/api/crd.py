@@ -8,6 +8,7 @@ and the metadata schema cut down to what Kubernetes allows there (name only).
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import yaml
@@ -67,6 +68,20 @@ def _structural(node: Any, defs: dict[str, Any]) -> Any:
     return out
 
 
+def _describe_defaults(node: Any) -> Any:
+    """Append scalar defaults to descriptions: `kubectl explain` shows descriptions only."""
+    if isinstance(node, list):
+        return [_describe_defaults(n) for n in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: _describe_defaults(v) for k, v in node.items()}
+    default = node.get("default")
+    if "description" in out and isinstance(default, bool | int | float | str):
+        shown = json.dumps(default) if isinstance(default, bool | str) else default
+        out["description"] = f"{out['description']} Default: {shown}."
+    return out
+
+
 def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     """Field-level keys (description, default, rules) win over the type's own."""
     out = dict(base)
@@ -90,7 +105,7 @@ def openapi_schema(model: type[APIModel]) -> dict[str, Any]:
     meta_name = props["metadata"]["properties"]["name"]
     props["metadata"] = {"type": "object", "properties": {"name": meta_name}}
     schema["required"] = [r for r in schema.get("required", []) if r == "spec"]
-    return dict(schema)
+    return dict(_describe_defaults(schema))
 
 
 def _ready(column: str = "Ready") -> dict[str, Any]:
