@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from tmo.api import check_manifest, load_manifest
 from tmo.api.crd import CRD_FILES, all_crds
 
 from e2e.kube import Cluster, wait_for
+from tests.api.examples import doc_id, example_docs
 from tests.api.invalid_cases import BASE_MODEL, BASE_ROLLOUT, CASES, InvalidCase
 
 REPO = Path(__file__).resolve().parent.parent
@@ -75,16 +75,7 @@ def test_installed_crds_are_the_generated_ones(api: Cluster) -> None:
         assert served == generated[name]["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
 
 
-def _example_docs() -> list[dict[str, Any]]:
-    docs = []
-    for path in sorted((REPO / "examples").glob("*.yaml")):
-        docs += [d for d in yaml.safe_load_all(path.read_text()) if d]
-    return docs
-
-
-@pytest.mark.parametrize(
-    "doc", _example_docs(), ids=lambda d: f"{d['kind']}/{d['metadata']['name']}"
-)
+@pytest.mark.parametrize("doc", example_docs(), ids=doc_id)
 def test_example_accepted_with_the_same_defaults(
     api: Cluster, namespace: str, doc: dict[str, Any]
 ) -> None:
@@ -280,7 +271,7 @@ def _containers(node: Any) -> list[Any]:
 
 def _mutations(seed: int, count: int) -> list[dict[str, Any]]:
     rng = random.Random(seed)
-    bases = [d for d in _example_docs()] + [BASE_MODEL, BASE_ROLLOUT]
+    bases = [d for d in example_docs()] + [BASE_MODEL, BASE_ROLLOUT]
     out = []
     for i in range(count):
         doc = json.loads(json.dumps(rng.choice(bases)))

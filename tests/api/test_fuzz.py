@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 from tmo.api import Rollout, TransformerModel, problems
 
-from tests.api.test_models import example_docs
+from tests.api.examples import example_docs
 
 json_values = st.recursive(
     st.none()

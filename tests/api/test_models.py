@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from pydantic import ValidationError
 from tmo.api import (
     LONGEST_CHILD_SUFFIX,
@@ -21,16 +19,8 @@ from tmo.api import (
 )
 from tmo.api.manifest import UnknownKindError, field_path
 
+from tests.api.examples import doc_id, example_docs
 from tests.api.invalid_cases import BASE_MODEL, BASE_ROLLOUT
-
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-
-
-def example_docs() -> list[dict[str, Any]]:
-    docs = []
-    for path in sorted(EXAMPLES.glob("*.yaml")):
-        docs += [d for d in yaml.safe_load_all(path.read_text()) if d]
-    return docs
 
 
 def _paths(node: Any, prefix: str = "") -> set[str]:
@@ -131,9 +121,7 @@ def test_snake_case_attributes_camel_case_wire() -> None:
     assert "max_batch_delay_ms" not in str(dumped)
 
 
-@pytest.mark.parametrize(
-    "doc", example_docs(), ids=lambda d: f"{d['kind']}/{d['metadata']['name']}"
-)
+@pytest.mark.parametrize("doc", example_docs(), ids=doc_id)
 def test_examples_round_trip(doc: dict[str, Any]) -> None:
     obj = load_manifest(doc)
     dumped = obj.model_dump(exclude_none=True, mode="json")

@@ -8,8 +8,8 @@ import pytest
 import yaml
 from tmo.cli import main
 
+from tests.api.examples import EXAMPLES
 from tests.api.invalid_cases import BASE_MODEL, BASE_ROLLOUT, CASES
-from tests.api.test_models import EXAMPLES
 
 
 def _write(tmp_path: Path, name: str, *docs: object) -> Path:
