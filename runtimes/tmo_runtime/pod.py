@@ -8,7 +8,6 @@ revision and token come from the TMO_* environment the operator sets.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import os
 import sys
@@ -65,7 +64,7 @@ def run_fetch(manifest: Path, model_store: Path) -> int:
 
 def run_gateway(manifest: Path, token_file: Path | None) -> int:
     from tmo_runtime.gateway.app import GatewayConfig, ModelRoute
-    from tmo_runtime.gateway.server import serve_gateway
+    from tmo_runtime.gateway.server import run_event_loop, serve_gateway
 
     spec = _spec(manifest)
     env = os.environ
@@ -92,10 +91,11 @@ def run_gateway(manifest: Path, token_file: Path | None) -> int:
         max_concurrency=int(env.get("TMO_GATEWAY_MAX_CONCURRENCY", "16")),
         max_queue=int(env.get("TMO_GATEWAY_MAX_QUEUE", "64")),
         drain_timeout_s=float(env.get("TMO_GATEWAY_DRAIN_TIMEOUT", "25")),
+        cgroup_root=Path(env.get("TMO_CGROUP_ROOT", "/sys/fs/cgroup")),
     )
     port = int(env.get("TMO_GATEWAY_PORT", "8080"))
     metrics_port = int(env.get("TMO_GATEWAY_METRICS_PORT", "9090"))
-    asyncio.run(serve_gateway(config, "0.0.0.0", port, metrics_port))
+    run_event_loop(serve_gateway(config, "0.0.0.0", port, metrics_port))
     return 0
 
 

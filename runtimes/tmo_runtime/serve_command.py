@@ -47,13 +47,13 @@ def _fail(message: str, code: int) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from tmo_runtime.gateway.app import GatewayConfig, ModelRoute
-    from tmo_runtime.gateway.server import serve_gateway
+    from tmo_runtime.gateway.server import run_event_loop, serve_gateway
     from tmo_runtime.packaging import package_huggingface, place_mar
     from tmo_runtime.torchserve import TorchServe, free_port
     from tmo_runtime.ts_config import HandlerSettings, ModelEntry, TorchServeSettings
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    # httpx logs every call at INFO: the readiness poll alone would flood the log.
+    # httpx (the fetcher's client) logs every call at INFO.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         specs: list[ServeSpec] = [s for f in args.file for s in load_manifests(f)]
@@ -161,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
         await asyncio.to_thread(ts.stop)
 
     try:
-        asyncio.run(
+        run_event_loop(
             serve_gateway(
                 config,
                 args.host,

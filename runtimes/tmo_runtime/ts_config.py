@@ -140,6 +140,10 @@ def render_log4j2_xml(level: str = "INFO") -> str:
     <Logger name="MODEL_METRICS" level="WARN" additivity="false">
       <AppenderRef ref="STDOUT"/>
     </Logger>
+    <!-- WorkerThread logs several lines per request at INFO. -->
+    <Logger name="org.pytorch.serve.wlm.WorkerThread" level="WARN" additivity="false">
+      <AppenderRef ref="STDOUT"/>
+    </Logger>
     <Logger name="org.apache" level="WARN"/>
     <Logger name="io.netty" level="WARN"/>
     <Logger name="org.pytorch.serve" level="{level}" additivity="false">

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
+import aiohttp
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -49,6 +49,22 @@ class GatewayConfig:
     drain_timeout_s: float = 30.0
     ready_poll_s: float = 1.0
     cgroup_root: Path = field(default_factory=lambda: Path("/sys/fs/cgroup"))
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """What TorchServe answered, read in full (responses are small JSON documents)."""
+
+    status_code: int
+    content: bytes
+    content_type: str
+
+    def json(self) -> Any:
+        return json.loads(self.content)
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", "replace")
 
 
 class Overloaded(Exception):
@@ -89,7 +105,7 @@ class Gateway:
         self._slots = asyncio.Semaphore(config.max_concurrency)
         self._token = _CachedFile(config.token_file) if config.token_file else None
         self._keys = Keys(None, None, None)
-        self._client: httpx.AsyncClient | None = None
+        self._client: aiohttp.ClientSession | None = None
         self._poller: asyncio.Task[None] | None = None
         for m in config.models.values():
             self.metrics.inflight.labels(m.name, m.revision).set(0)
@@ -98,12 +114,12 @@ class Gateway:
     # -- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
-        limits = httpx.Limits(
-            max_connections=self.config.max_concurrency + 8,
-            max_keepalive_connections=self.config.max_concurrency + 8,
-        )
-        self._client = httpx.AsyncClient(
-            limits=limits, timeout=httpx.Timeout(self.config.request_timeout_s, connect=5.0)
+        # aiohttp rather than httpx here: its per-request cost is what the gateway adds.
+        connector = aiohttp.TCPConnector(limit=self.config.max_concurrency + 8)
+        self._client = aiohttp.ClientSession(
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(total=self.config.request_timeout_s, connect=5.0),
+            auto_decompress=False,
         )
         self._reload_keys()
         self._poller = asyncio.create_task(self._poll_ready())
@@ -112,7 +128,7 @@ class Gateway:
         if self._poller is not None:
             self._poller.cancel()
         if self._client is not None:
-            await self._client.aclose()
+            await self._client.close()
 
     async def drain(self) -> None:
         """Stop taking work, then wait for what is in flight (bounded)."""
@@ -122,7 +138,7 @@ class Gateway:
             await asyncio.sleep(0.05)
 
     @property
-    def client(self) -> httpx.AsyncClient:
+    def client(self) -> aiohttp.ClientSession:
         assert self._client is not None, "Gateway.start() first"
         return self._client
 
@@ -135,17 +151,29 @@ class Gateway:
     def _ts_headers(self, key: str | None) -> dict[str, str]:
         return {"Authorization": f"Bearer {key}"} if key else {}
 
-    async def _ts_call(self, method: str, url: str, kind: str, **kw: Any) -> httpx.Response:
+    async def _ts_call(
+        self,
+        method: str,
+        url: str,
+        kind: str,
+        *,
+        content: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> Upstream:
         """Call TorchServe with its own token; re-read the key file once if it was rejected."""
+        client_timeout = aiohttp.ClientTimeout(total=timeout) if timeout else None
         for attempt in (0, 1):
             key = self._keys.inference if kind == "inference" else self._keys.management
-            headers = {**kw.pop("headers", {}), **self._ts_headers(key)}
-            r = await self.client.request(method, url, headers=headers, **kw)
-            rejected = r.status_code in (400, 401) and b"InvalidKeyException" in r.content
+            all_headers = {**(headers or {}), **self._ts_headers(key)}
+            async with self.client.request(
+                method, url, data=content, headers=all_headers, timeout=client_timeout
+            ) as r:
+                up = Upstream(r.status, await r.read(), r.headers.get("Content-Type", ""))
+            rejected = up.status_code in (400, 401) and b"InvalidKeyException" in up.content
             if not rejected or attempt:
-                return r
+                return up
             self._reload_keys()
-            kw["headers"] = {k: v for k, v in headers.items() if k != "Authorization"}
         raise AssertionError("unreachable")
 
     async def _poll_ready(self) -> None:
@@ -162,7 +190,7 @@ class Gateway:
                     if r.status_code == 200:
                         workers = r.json()[0].get("workers", [])
                         ok = bool(workers) and all(w.get("status") == "READY" for w in workers)
-                except (httpx.HTTPError, ValueError, IndexError, KeyError):
+                except (aiohttp.ClientError, TimeoutError, ValueError, IndexError, KeyError):
                     ok = False
                 if ok != self.ready[m.name]:
                     log.info("model %s ready=%s", m.name, ok)
@@ -216,9 +244,9 @@ class Gateway:
             else:
                 try:
                     response = await call()
-                except httpx.TimeoutException:
+                except TimeoutError:
                     response = JSONResponse({"error": "TorchServe timed out"}, 504)
-                except httpx.HTTPError as e:
+                except aiohttp.ClientError as e:
                     log.warning("TorchServe unreachable: %s", type(e).__name__)
                     response = self.overloaded(Overloaded(503, "TorchServe unavailable"))
                 finally:
@@ -238,7 +266,7 @@ class Gateway:
             headers={"Retry-After": str(self.config.retry_after_s)},
         )
 
-    async def predict(self, model: str, body: bytes, content_type: str | None) -> httpx.Response:
+    async def predict(self, model: str, body: bytes, content_type: str | None) -> Upstream:
         headers = {"Content-Type": content_type} if content_type else {}
         return await self._ts_call(
             "POST",
@@ -261,7 +289,7 @@ def _unauthorized() -> JSONResponse:
     )
 
 
-def _passthrough(r: httpx.Response, retry_after: int) -> Response:
+def _passthrough(r: Upstream, retry_after: int) -> Response:
     headers = {}
     if r.status_code == 503:
         # TorchServe's own job queue is full: tell the caller when to come back.
@@ -270,7 +298,7 @@ def _passthrough(r: httpx.Response, retry_after: int) -> Response:
         r.content,
         r.status_code,
         headers=headers,
-        media_type=r.headers.get("content-type", "application/json"),
+        media_type=r.content_type or "application/json",
     )
 
 

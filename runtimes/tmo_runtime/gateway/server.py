@@ -8,8 +8,9 @@ import contextlib
 import logging
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 
@@ -103,6 +104,17 @@ async def serve_gateway(
             await on_stop()
 
 
+def run_event_loop(main: Coroutine[Any, Any, None]) -> None:
+    """uvloop when installed (the runtime image has it): the gateway's per-request CPU is
+    taken from the model on a small pod."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+    else:
+        uvloop.run(main)
+
+
 def parse_model(text: str) -> ModelRoute:
     """NAME=TASK[@REVISION]"""
     name, _, rest = text.partition("=")
@@ -128,7 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--drain-timeout", type=float, default=30.0)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    # httpx logs every call at INFO: the readiness poll alone would flood the log.
+    # httpx (the fetcher's client) logs every call at INFO.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     config = GatewayConfig(
         models={m.name: m for m in args.model},
@@ -140,7 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_queue=args.max_queue,
         drain_timeout_s=args.drain_timeout,
     )
-    asyncio.run(serve_gateway(config, args.host, args.port, args.metrics_port))
+    run_event_loop(serve_gateway(config, args.host, args.port, args.metrics_port))
     return 0
 
 
