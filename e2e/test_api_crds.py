@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import json
 import random
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,15 @@ def api(cluster: Cluster) -> Cluster:
     return cluster
 
 
+@pytest.fixture(scope="module")
+def shared_ns(api: Cluster) -> Iterator[str]:
+    """One namespace for the tests whose objects never clash (saves a namespace per row)."""
+    name = f"tmo-api-{uuid.uuid4().hex[:6]}"
+    api.kubectl("create", "namespace", name)
+    yield name
+    api.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
 def _apply(api: Cluster, doc: dict[str, Any], namespace: str) -> Any:
     return api.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(doc), check=False)
 
@@ -77,8 +87,9 @@ def test_installed_crds_are_the_generated_ones(api: Cluster) -> None:
 
 @pytest.mark.parametrize("doc", example_docs(), ids=doc_id)
 def test_example_accepted_with_the_same_defaults(
-    api: Cluster, namespace: str, doc: dict[str, Any]
+    api: Cluster, shared_ns: str, doc: dict[str, Any]
 ) -> None:
+    namespace = shared_ns
     result = _apply(api, doc, namespace)
     assert result.returncode == 0, result.stderr
     served = api.get(doc["kind"], doc["metadata"]["name"], namespace)
@@ -108,8 +119,9 @@ RULE_MESSAGES = _rule_messages()
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_invalid_manifest_rejected_by_api_server(
-    api: Cluster, namespace: str, case: InvalidCase
+    api: Cluster, shared_ns: str, case: InvalidCase
 ) -> None:
+    namespace = shared_ns
     result = _apply(api, case.manifest, namespace)
     assert result.returncode != 0, f"API server accepted {case.id}: {result.stdout}"
     error = result.stderr
@@ -288,7 +300,8 @@ def _mutations(seed: int, count: int) -> list[dict[str, Any]]:
     return out
 
 
-def test_api_server_and_offline_agree_on_random_mutations(api: Cluster, namespace: str) -> None:
+def test_api_server_and_offline_agree_on_random_mutations(api: Cluster, shared_ns: str) -> None:
+    namespace = shared_ns
     docs = _mutations(seed=20261129, count=300)
     result = api.kubectl(
         "apply", "--dry-run=server", "-n", namespace, "-f", "-",
