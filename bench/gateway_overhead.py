@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import httpx
+import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _serve import closed_loop, manifest, percentile, start
@@ -79,15 +80,24 @@ def main() -> int:
         # Alternate the two paths over several rounds: other load on a shared machine then
         # hits both alike, and the median round is reported.
         rounds: dict[str, list[dict[str, float]]] = {"direct": [], "gateway": []}
+        # The gateway's own CPU per request does not depend on what else the machine runs:
+        # CPU of the gateway process during gateway rounds, less its idle cost (readiness
+        # poll) measured during direct rounds.
+        gateway_proc = psutil.Process(serve.proc.pid)
+        cpu = {"direct": 0.0, "gateway": 0.0}
         for _ in range(args.rounds):
             for name, url, headers in (
                 ("direct", ts_url, ts_headers),
                 ("gateway", gw_url, gw_headers),
             ):
+                before = sum(gateway_proc.cpu_times()[:2])
                 rounds[name].append(
                     asyncio.run(closed_loop(url, body, headers, args.concurrency, args.seconds))
                 )
+                cpu[name] += sum(gateway_proc.cpu_times()[:2]) - before
         sat = {name: _median_round(r) for name, r in rounds.items()}
+        served_by_gateway = sum(r["n"] + r["errors"] for r in rounds["gateway"])
+        cpu_per_request_ms = (cpu["gateway"] - cpu["direct"]) / served_by_gateway * 1000
     finally:
         serve.stop()
 
@@ -109,6 +119,7 @@ def main() -> int:
         )
     ratio = sat["gateway"]["rps"] / sat["direct"]["rps"]
     print(f"  gateway throughput = {ratio:.1%} of direct")
+    print(f"gateway CPU per request: {cpu_per_request_ms:.2f} ms (user+system)")
     print(
         json.dumps(
             {

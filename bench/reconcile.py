@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import tempfile
 import time
@@ -69,7 +70,6 @@ def ready_count(cluster: Cluster, namespace: str) -> int:
 def run_one(cluster: Cluster, op: OperatorProcess, n: int, resync: float) -> dict[str, Any]:
     ns = f"bench-{n}-{uuid.uuid4().hex[:6]}"
     cluster.kubectl("create", "namespace", ns)
-    before = op.stats()
     items = [model(f"m{i:04d}", ns) for i in range(n)]
     t0 = time.monotonic()
     cluster.kubectl(
@@ -91,21 +91,29 @@ def run_one(cluster: Cluster, op: OperatorProcess, n: int, resync: float) -> dic
     time.sleep(resync * 2 + 1)
     idle = op.stats()
     cluster.kubectl("delete", "namespace", ns, "--wait=false")
-    requests = settled["request_total"] - before["request_total"]
+    requests = settled["requests_by_namespace"].get(ns, 0)
     return {
         "models": n,
         "ready_s": round(elapsed, 1),
         "requests_per_model": round(requests / n, 1),
-        "writes_per_model": round((settled["writes"] - before["writes"]) / n, 1),
+        "writes_per_model": round(settled["writes_by_namespace"].get(ns, 0) / n, 1),
         "idle_resync_writes": idle["writes_by_namespace"].get(ns, 0)
         - settled["writes_by_namespace"].get(ns, 0),
-        "idle_resync_reads": idle["request_total"] - settled["request_total"],
+        "idle_resync_reads_per_model": round(
+            (idle["requests_by_namespace"].get(ns, 0) - requests) / n, 1
+        ),
         "peak_rss_mib": round(op.peak_rss_kib() / 1024, 1),
     }
 
 
+def _terminate(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)  # run the finally blocks: stop the operator, drop the node
+
+
 def main() -> int:
+    signal.signal(signal.SIGTERM, _terminate)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    # 500 needs a service CIDR larger than the local control plane's /24 (254 Service IPs).
     parser.add_argument("--counts", default="1,100,500")
     parser.add_argument("--resync-seconds", type=float, default=10.0)
     parser.add_argument("--concurrency", type=int, default=16)

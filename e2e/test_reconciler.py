@@ -114,7 +114,7 @@ def _ready(cluster: Cluster, ns: str, name: str) -> dict[str, Any] | bool:
     return obj if fresh and c is not None and c["status"] == "True" else False
 
 
-def _wait_ready(cluster: Cluster, ns: str, name: str, timeout: float = 90) -> dict[str, Any]:
+def _wait_ready(cluster: Cluster, ns: str, name: str, timeout: float = 180) -> dict[str, Any]:
     return dict(wait_for(f"{ns}/{name} Ready=True", lambda: _ready(cluster, ns, name), timeout))
 
 

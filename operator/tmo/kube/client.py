@@ -124,6 +124,7 @@ class KubeClient:
         )
         self.requests: Counter[str] = Counter()
         self.writes_by_namespace: Counter[str] = Counter()
+        self.requests_by_namespace: Counter[str] = Counter()
 
     @property
     def writes(self) -> int:
@@ -143,9 +144,10 @@ class KubeClient:
     ) -> dict[str, Any] | None:
         """The parsed response; None for 404. Raises ApiError for other failures."""
         self.requests[method] += 1
+        parts = path.split("/")
+        ns = parts[parts.index("namespaces") + 1] if "namespaces" in parts else ""
+        self.requests_by_namespace[ns] += 1
         if method in WRITE_VERBS:
-            parts = path.split("/")
-            ns = parts[parts.index("namespaces") + 1] if "namespaces" in parts else ""
             self.writes_by_namespace[ns] += 1
         content = None if body is None else json.dumps(body)
         headers = {"Content-Type": content_type} if content is not None else {}
