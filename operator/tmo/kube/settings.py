@@ -46,7 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--namespace",
         dest="namespaces",
         action="append",
-        default=[n for n in _env("TMO_NAMESPACES", "").split(",") if n],
+        default=None,  # flags replace TMO_NAMESPACES rather than add to it
         help="watch only this namespace (repeatable; env TMO_NAMESPACES, comma-separated); "
         "default: all namespaces",
     )
@@ -122,7 +122,9 @@ def from_args(args: argparse.Namespace) -> OperatorSettings:
             prometheus_url=args.prometheus_url,
             progress_deadline_seconds=args.progress_deadline_seconds,
         ),
-        namespaces=tuple(args.namespaces),
+        namespaces=tuple(
+            args.namespaces or [n for n in _env("TMO_NAMESPACES", "").split(",") if n]
+        ),
         log_format=args.log_format,
         kubeconfig=args.kubeconfig,
         resync_seconds=args.resync_seconds,
