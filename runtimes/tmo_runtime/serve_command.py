@@ -35,6 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--archive", action="store_true", help="package as .mar, not a directory")
     parser.add_argument("--max-concurrency", type=int, default=16)
     parser.add_argument("--max-queue", type=int, default=64)
+    parser.add_argument("--max-body-bytes", type=int, default=64 * 1024 * 1024)
     parser.add_argument("--job-queue-size", type=int, default=100, help="TorchServe's queue")
     parser.add_argument("--drain-timeout", type=float, default=30.0)
     parser.add_argument("--ready-timeout", type=float, default=300.0)
@@ -127,6 +128,7 @@ def run(args: argparse.Namespace) -> int:
         token_file=args.token_file,
         max_concurrency=args.max_concurrency,
         max_queue=args.max_queue,
+        max_body_bytes=args.max_body_bytes,
         drain_timeout_s=args.drain_timeout,
     )
     state: dict[str, Any] = {

@@ -32,7 +32,17 @@ def served(tmp_path_factory: pytest.TempPathFactory, tiny_models: Path) -> Itera
     import tempfile
 
     workdir = Path(tempfile.mkdtemp(prefix="tmo-t", dir="/tmp"))
-    s = start_serve(path, workdir, "s3cr3t-token", "--max-concurrency", "4", "--max-queue", "8")
+    s = start_serve(
+        path,
+        workdir,
+        "s3cr3t-token",
+        "--max-concurrency",
+        "4",
+        "--max-queue",
+        "8",
+        "--max-body-bytes",
+        str(1 << 20),
+    )
     try:
         wait_ready(s, 300)
         yield s

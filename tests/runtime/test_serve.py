@@ -300,3 +300,13 @@ async def test_overload_answers_429_with_retry_after_and_stays_healthy(served: S
     assert served.process.poll() is None
     metrics = httpx.get(served.metrics_url + "/metrics").text
     assert 'code="429"' in metrics
+
+
+def test_oversized_body_is_refused_with_413(served: Served) -> None:
+    r = predict(served, "image-classification", "image/png", content=b"\0" * ((1 << 20) + 1))
+    assert r.status_code == 413
+    infer = f"{served.url}/v2/models/{model_name('text-classification')}/infer"
+    big = {
+        "inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": ["x" * (1 << 20)]}]
+    }
+    assert httpx.post(infer, json=big, headers=served.headers).status_code == 413

@@ -48,6 +48,8 @@ class GatewayConfig:
     retry_after_s: int = 1
     drain_timeout_s: float = 30.0
     ready_poll_s: float = 1.0
+    # Bodies are read whole before forwarding: cap them (TorchServe's own cap is 64 MiB too).
+    max_body_bytes: int = 64 * 1024 * 1024
     cgroup_root: Path = field(default_factory=lambda: Path("/sys/fs/cgroup"))
 
 
@@ -302,6 +304,28 @@ def _passthrough(r: Upstream, retry_after: int) -> Response:
     )
 
 
+class BodyTooLarge(Exception):
+    pass
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refusing more than `limit` bytes without buffering them first."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(limit: int) -> JSONResponse:
+    return _error(413, f"request body larger than {limit} bytes")
+
+
 def build_api_app(gw: Gateway) -> Starlette:
     models = gw.config.models
 
@@ -314,7 +338,10 @@ def build_api_app(gw: Gateway) -> Starlette:
         route = route_of(request)
         if route is None:
             return _error(404, f"model {request.path_params['model']!r} is not served here")
-        body = await request.body()
+        try:
+            body = await read_body(request, gw.config.max_body_bytes)
+        except BodyTooLarge:
+            return _too_large(gw.config.max_body_bytes)
         ctype = request.headers.get("content-type")
 
         async def call() -> Response:
@@ -359,8 +386,10 @@ def build_api_app(gw: Gateway) -> Starlette:
         if route is None:
             return _error(404, f"unknown model {request.path_params['model']!r}")
         try:
-            doc = json.loads(await request.body())
+            doc = json.loads(await read_body(request, gw.config.max_body_bytes))
             payload = oip.to_handler_payload(route.task, doc)
+        except BodyTooLarge:
+            return _too_large(gw.config.max_body_bytes)
         except ValueError as e:  # OipError is a ValueError, and so is bad JSON
             return _error(400, str(e))
         body = json.dumps(payload).encode()
