@@ -188,7 +188,9 @@ class KubeClient:
         result = await self._request(
             "GET",
             resource_path(api_version, kind, namespace),
-            params={"labelSelector": label_selector},
+            # resourceVersion=0: served from the API server's watch cache, not etcd. Possibly a
+            # little stale, which a level-triggered reconciler tolerates (events follow).
+            params={"labelSelector": label_selector, "resourceVersion": "0"},
         )
         return list((result or {}).get("items", []))
 

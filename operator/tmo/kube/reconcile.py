@@ -248,7 +248,6 @@ class Reconciler:
         old = [d for d in deployments if d["metadata"]["name"] != current_name]
         # A new revision whose Secret is missing could never start: leave the serving one alone.
         if problem is None or current is not None:
-            created = current is None
             # Never reconciled before: its children cannot exist yet, so skip the read-before-
             # apply that saves writes on restarts (a mass apply of new models halves its reads).
             new_model = not previous.get("revision") and not deployments
@@ -258,7 +257,7 @@ class Reconciler:
                 live = await self._apply(obj, owner, read_first=not new_model)
                 if obj["kind"] == "Deployment" and live is not None:
                     current = live
-            if created and current is not None and addons[AUTOSCALING_GROUP]:
+            if current is not None and addons[AUTOSCALING_GROUP] and not self._seeded(current):
                 current = await self._seed_replicas(body, current, old) or current
             if addons[ROUTING_GROUP] and not rendered.of_kind("HTTPRoute"):
                 await self._ensure_absent("gateway.networking.k8s.io/v1", "HTTPRoute", ns, name)
@@ -342,6 +341,16 @@ class Reconciler:
         self.applied[key] = _Applied(digest, self.clock())
         return result
 
+    def _seeded(self, deployment: dict[str, Any]) -> bool:
+        """Whether the starting replicas were applied already: once per Deployment, ever, so a
+        restarted operator never resets what the HPA has scaled to."""
+        managers = {m.get("manager") for m in deployment["metadata"].get("managedFields") or []}
+        return self._seed_manager in managers
+
+    @property
+    def _seed_manager(self) -> str:
+        return f"{self.settings.field_manager}-initial-replicas"
+
     async def _seed_replicas(
         self, body: dict[str, Any], deployment: dict[str, Any], old: list[dict[str, Any]]
     ) -> dict[str, Any] | None:
@@ -355,8 +364,6 @@ class Reconciler:
         scaling = (body.get("spec") or {}).get("scaling") or {}
         serving = max((int((d.get("spec") or {}).get("replicas", 0)) for d in old), default=0)
         replicas = max(int(scaling.get("minReplicas", 1)), serving, 1)
-        if int((deployment.get("spec") or {}).get("replicas", 1)) == replicas:
-            return None
         meta = deployment["metadata"]
         result = await self.client.apply(
             {
@@ -365,7 +372,7 @@ class Reconciler:
                 "metadata": {"name": meta["name"], "namespace": meta["namespace"]},
                 "spec": {"replicas": replicas},
             },
-            field_manager=f"{self.settings.field_manager}-initial-replicas",
+            field_manager=self._seed_manager,
         )
         self.stats.child_writes += 1
         return result
