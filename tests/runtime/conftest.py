@@ -4,10 +4,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 from tmo_runtime.tiny_models import TASKS, build_tiny_model
 
-from tests.runtime.helpers import Served, all_manifests, start_serve, wait_ready
+from tests.runtime.helpers import Served, example_manifests, start_serve, wait_ready
 
 
 @pytest.fixture(scope="session")
@@ -21,19 +20,19 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def served(tmp_path_factory: pytest.TempPathFactory, tiny_models: Path) -> Iterator[Served]:
-    """One `tmo serve` (one TorchServe, one gateway) serving a tiny model of every task.
+    """One `tmo serve` (one TorchServe, one gateway) serving a tiny model of every task, from
+    the manifests in examples/local/ (relative file:// URIs, as a user runs them).
 
     Small admission limits so the overload test can reach them without a long load loop.
     """
     base = tmp_path_factory.mktemp("serve")
-    path = base / "models.yaml"
-    path.write_text(yaml.safe_dump_all(all_manifests(tiny_models)))
+    paths = example_manifests(base / "examples", tiny_models)
     # Keep the workdir short: TorchServe's AF_UNIX sockets live under it.
     import tempfile
 
     workdir = Path(tempfile.mkdtemp(prefix="tmo-t", dir="/tmp"))
     s = start_serve(
-        path,
+        paths,
         workdir,
         "s3cr3t-token",
         "--max-concurrency",

@@ -41,12 +41,16 @@ def model_name(task: str) -> str:
     return "tiny-" + task
 
 
-def all_manifests(models: Path) -> list[dict[str, Any]]:
-    docs = []
+def example_manifests(dest: Path, models: Path) -> list[Path]:
+    """examples/local/*.yaml copied beside a `tiny-models` link, as a user would run them."""
+    dest.mkdir(parents=True, exist_ok=True)
+    (dest / "tiny-models").symlink_to(models, target_is_directory=True)
+    paths = []
     for task in TASKS:
-        extra = {"maxSequenceLength": 128} if task == "summarization" else {}
-        docs.append(manifest(model_name(task), task, f"file://{models / task}", **extra))
-    return docs
+        src = REPO / "examples" / "local" / f"{task}.yaml"
+        (dest / src.name).write_text(src.read_text())
+        paths.append(dest / src.name)
+    return paths
 
 
 @dataclass
@@ -76,10 +80,13 @@ class Served:
         return int(self.process.returncode)
 
 
-def start_serve(manifest_path: Path, workdir: Path, token: str | None, *extra: str) -> Served:
+def start_serve(
+    manifest_path: Path | list[Path], workdir: Path, token: str | None, *extra: str
+) -> Served:
     port, mport = free_port(), free_port()
     log = workdir.parent / (workdir.name + ".log")
-    args = [*TMO, "serve", "-f", str(manifest_path), "--port", str(port)]
+    paths = manifest_path if isinstance(manifest_path, list) else [manifest_path]
+    args = [*TMO, "serve", *(a for p in paths for a in ("-f", str(p))), "--port", str(port)]
     args += ["--metrics-port", str(mport), "--workdir", str(workdir), *extra]
     if token is not None:
         token_file = workdir.parent / (workdir.name + ".token")

@@ -11,6 +11,9 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from tmo.render.autoscaling import inflight_query
+from tmo.render.monitoring import alert_rules
+from tmo.render.settings import RenderSettings
 from tmo_runtime.torchserve import free_port
 
 from tests.runtime.helpers import Served, model_name
@@ -22,7 +25,6 @@ P99 = (
     "histogram_quantile(0.99, sum by (le) "
     f'(rate(tmo_request_duration_seconds_bucket{{model="{MODEL}",code="200"}}[1m])))'
 )
-INFLIGHT = f'sum(tmo_inflight_requests{{model="{MODEL}"}})'
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +36,9 @@ def prometheus(served: Served, tmp_path_factory: pytest.TempPathFactory) -> Iter
     (base / "prometheus.yml").write_text(
         "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
         "scrape_configs:\n"
-        f"  - job_name: tmo\n    static_configs: [{{targets: ['{target}']}}]\n"
+        # In a cluster the ServiceMonitor's target labels add the pod's namespace.
+        f"  - job_name: tmo\n    static_configs: [{{targets: ['{target}'], "
+        "labels: {namespace: test}}]\n"
     )
     port = free_port()
     proc = subprocess.Popen(
@@ -78,12 +82,31 @@ def test_target_is_up(prometheus: str) -> None:
     while time.monotonic() < deadline and query(prometheus, 'up{job="tmo"}') != 1.0:
         time.sleep(0.5)
     assert query(prometheus, 'up{job="tmo"}') == 1.0
-    usage = query(prometheus, "tmo_pod_memory_usage_bytes")
+    usage = query(prometheus, f'tmo_memory_usage_bytes{{model="{MODEL}"}}')
     assert usage is not None and usage > 0
-    assert query(prometheus, "tmo_pod_memory_limit_bytes") is not None
+    limit = query(prometheus, f'tmo_memory_limit_bytes{{model="{MODEL}"}}')
+    assert limit is not None and limit >= usage
+
+
+def test_operator_alert_rules_evaluate_on_gateway_metrics(prometheus: str) -> None:
+    """The PrometheusRule expressions the operator renders find the gateway's series."""
+    doc = {
+        "metadata": {"name": MODEL, "namespace": "test"},
+        "spec": {"monitoring": {"latencyP99Ms": 250, "memoryUtilization": 0.9, "errorRate": 0.01}},
+    }
+    for rule in alert_rules(doc, RenderSettings()):
+        # Drop the threshold: the comparison filters samples, the selector is what is checked.
+        expr = rule["expr"].rsplit(" > ", 1)[0]
+        r = httpx.get(prometheus + "/api/v1/query", params={"query": expr}, timeout=5)
+        assert r.status_code == 200 and r.json()["status"] == "success", (rule["alert"], r.text)
+    memory = next(r for r in alert_rules(doc, RenderSettings()) if r["alert"] == "TMOMemorySpike")
+    assert query(prometheus, memory["expr"].rsplit(" > ", 1)[0]) is not None
 
 
 async def test_p99_and_inflight_under_load(served: Served, prometheus: str) -> None:
+    # KEDA's query exactly as the operator renders it into the ScaledObject.
+    revision = served.state()["models"][MODEL]["revision"]
+    inflight = inflight_query("test", MODEL, revision)
     url = f"{served.url}/predictions/{MODEL}"
     body = {"inputs": "the customer asked about the refund", "parameters": {"max_new_tokens": 24}}
     seen_inflight: list[float] = []
@@ -98,7 +121,7 @@ async def test_p99_and_inflight_under_load(served: Served, prometheus: str) -> N
 
     async def sampler() -> None:
         while not stop.is_set():
-            value = await asyncio.to_thread(query, prometheus, INFLIGHT)
+            value = await asyncio.to_thread(query, prometheus, inflight)
             if value is not None:
                 seen_inflight.append(value)
             await asyncio.sleep(0.5)
@@ -113,9 +136,9 @@ async def test_p99_and_inflight_under_load(served: Served, prometheus: str) -> N
 
     # KEDA's query saw requests in flight while the load ran, and is bounded by what was sent.
     assert seen_inflight and max(seen_inflight) >= 1 and max(seen_inflight) <= 6
-    peak = query(prometheus, f"max_over_time({INFLIGHT}[1m:1s])")
+    peak = query(prometheus, f"max_over_time({inflight}[1m:1s])")
     assert peak is not None and 1 <= peak <= 6
-    assert query(prometheus, INFLIGHT) == 0.0
+    assert query(prometheus, inflight) == 0.0
     p99 = query(prometheus, P99)
     assert p99 is not None and math.isfinite(p99) and 0 < p99 < 60
     total = query(prometheus, f'sum(tmo_requests_total{{model="{MODEL}",code="200"}})')

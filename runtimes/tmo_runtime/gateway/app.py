@@ -98,7 +98,9 @@ class _CachedFile:
 class Gateway:
     def __init__(self, config: GatewayConfig) -> None:
         self.config = config
-        self.metrics = GatewayMetrics(config.cgroup_root)
+        self.metrics = GatewayMetrics(
+            [(m.name, m.revision) for m in config.models.values()], config.cgroup_root
+        )
         self.metrics.queue_limit.set(config.max_concurrency + config.max_queue)
         self.ready: dict[str, bool] = dict.fromkeys(config.models, False)
         self.draining = False

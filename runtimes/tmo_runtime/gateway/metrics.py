@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -42,28 +42,43 @@ def read_cgroup_memory(root: Path = Path("/sys/fs/cgroup")) -> tuple[float, floa
 
 
 class CgroupMemoryCollector(Collector):
-    """Read at scrape time, so the numbers are as fresh as Prometheus asks for."""
+    """Read at scrape time, so the numbers are as fresh as Prometheus asks for.
 
-    def __init__(self, root: Path) -> None:
+    Labelled by model and revision like every tmo_* series, so the operator's alert
+    (`tmo_memory_usage_bytes / tmo_memory_limit_bytes` by namespace, model, revision, pod) joins.
+    """
+
+    def __init__(self, root: Path, models: Sequence[tuple[str, str]]) -> None:
         self.root = root
+        self.models = list(models)
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         read = read_cgroup_memory(self.root)
         if read is None:
             return
         usage, limit = read
-        yield GaugeMetricFamily(
-            "tmo_pod_memory_usage_bytes", "Memory used by this pod's cgroup.", value=usage
+        labels = ["model", "revision"]
+        used = GaugeMetricFamily(
+            "tmo_memory_usage_bytes", "Memory used by this pod's cgroup.", labels=labels
         )
-        yield GaugeMetricFamily(
-            "tmo_pod_memory_limit_bytes",
+        cap = GaugeMetricFamily(
+            "tmo_memory_limit_bytes",
             "Memory limit of this pod's cgroup (+Inf when unlimited).",
-            value=limit,
+            labels=labels,
         )
+        for model, revision in self.models:
+            used.add_metric([model, revision], usage)
+            cap.add_metric([model, revision], limit)
+        yield used
+        yield cap
 
 
 class GatewayMetrics:
-    def __init__(self, cgroup_root: Path = Path("/sys/fs/cgroup")) -> None:
+    def __init__(
+        self,
+        models: Sequence[tuple[str, str]] = (),
+        cgroup_root: Path = Path("/sys/fs/cgroup"),
+    ) -> None:
         self.registry = CollectorRegistry()
         labels = ("model", "revision")
         self.inflight = Gauge(
@@ -96,4 +111,4 @@ class GatewayMetrics:
             "Requests the gateway admits at once (running plus waiting) before answering 429.",
             registry=self.registry,
         )
-        self.registry.register(CgroupMemoryCollector(cgroup_root))
+        self.registry.register(CgroupMemoryCollector(cgroup_root, models))
