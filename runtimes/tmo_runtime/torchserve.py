@@ -79,6 +79,17 @@ def java_command(
     ]
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: if `tmo serve` is killed outright (SIGKILL, OOM), the kernel
+    sends TorchServe SIGTERM instead of leaving it orphaned on its ports."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # not Linux: the normal stop path still applies
+
+
 class TorchServe:
     """A running TorchServe; `workdir` holds its config, key file, logs and temp files."""
 
@@ -134,6 +145,7 @@ class TorchServe:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # one process group: the JVM and its Python workers
+            preexec_fn=_die_with_parent,
         )
 
     def alive(self) -> bool:
