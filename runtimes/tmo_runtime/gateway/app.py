@@ -253,6 +253,10 @@ class Gateway:
                 except aiohttp.ClientError as e:
                     log.warning("TorchServe unreachable: %s", type(e).__name__)
                     response = self.overloaded(Overloaded(503, "TorchServe unavailable"))
+                except Exception:
+                    # Still counted and timed: an unexpected answer must show in the error rate.
+                    log.exception("gateway error on %s", route.name)
+                    response = JSONResponse({"error": "internal gateway error"}, 500)
                 finally:
                     self._slots.release()
         finally:
