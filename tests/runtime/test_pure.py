@@ -232,3 +232,23 @@ def test_oip_embedding_output_is_row_major(rows: list[list[float]]) -> None:
     (out,) = oip.to_outputs("feature-extraction", [{"embedding": r} for r in rows])
     assert out["shape"] == [len(rows), 3]
     assert out["data"] == [x for r in rows for x in r]
+
+
+def test_cpu_quota_from_cgroup_v2_and_v1(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tmo_runtime.handlers.common import available_cpus, worker_threads
+
+    v2 = tmp_path / "v2"
+    v2.mkdir()
+    (v2 / "cpu.max").write_text("100000 100000\n")  # one CPU
+    assert available_cpus(str(v2)) == 1
+    (v2 / "cpu.max").write_text("max 100000\n")
+    assert available_cpus(str(v2)) >= 1
+    v1 = tmp_path / "v1" / "cpu"
+    v1.mkdir(parents=True)
+    (v1 / "cpu.cfs_quota_us").write_text("100000\n")
+    (v1 / "cpu.cfs_period_us").write_text("100000\n")
+    assert available_cpus(str(tmp_path / "v1")) == 1
+    monkeypatch.setenv("TMO_TORCH_THREADS", "3")
+    assert worker_threads({"minWorkers": 4}) == 3
+    monkeypatch.delenv("TMO_TORCH_THREADS")
+    assert worker_threads({"minWorkers": 10_000}) == 1  # never below one thread

@@ -26,6 +26,7 @@ class Settings:
     max_sequence_length: int = 512
     max_new_tokens: int = 64
     device: str = "cpu"
+    threads: int = 1  # torch intra-op threads of this worker (CPU)
 
 
 @dataclass
@@ -35,6 +36,41 @@ class Request:
     items: list[Any]
     single: bool
     parameters: dict[str, Any] = field(default_factory=dict)
+
+
+def available_cpus(cgroup_root: str = "/sys/fs/cgroup") -> int:
+    """CPUs this container may use: the cgroup quota (v2, then v1), else the affinity mask."""
+    import os
+
+    count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cpus = count or 1
+    try:
+        with open(f"{cgroup_root}/cpu.max") as f:
+            quota, period = f.read().split()[:2]
+        if quota != "max":
+            cpus = min(cpus, max(1, int(quota) // int(period)))
+    except (OSError, ValueError):
+        try:
+            with open(f"{cgroup_root}/cpu/cpu.cfs_quota_us") as f:
+                quota_us = int(f.read())
+            with open(f"{cgroup_root}/cpu/cpu.cfs_period_us") as f:
+                period_us = int(f.read())
+            if quota_us > 0:
+                cpus = min(cpus, max(1, quota_us // period_us))
+        except (OSError, ValueError):
+            pass
+    return cpus
+
+
+def worker_threads(config: Mapping[str, Any]) -> int:
+    """Split the CPUs among the model's workers: torch's default (all cores per worker)
+    oversubscribes a pod with several workers and runs several times slower."""
+    import os
+
+    if os.environ.get("TMO_TORCH_THREADS", "").isdigit():
+        return max(1, int(os.environ["TMO_TORCH_THREADS"]))
+    workers = max(1, int(config.get("minWorkers", 1) or 1))
+    return max(1, available_cpus() // workers)
 
 
 def settings_from_yaml(config: Mapping[str, Any], model_dir: str, device: str) -> Settings:
@@ -47,6 +83,7 @@ def settings_from_yaml(config: Mapping[str, Any], model_dir: str, device: str) -
         max_sequence_length=int(h.get("max_sequence_length", 512)),
         max_new_tokens=int(h.get("max_new_tokens", 64)),
         device=device,
+        threads=worker_threads(config),
     )
 
 

@@ -120,13 +120,16 @@ def handle(data: list[dict[str, Any]] | None, context: Any) -> list[Any] | None:
 
         device = f"cuda:{gpu}" if gpu is not None and torch.cuda.is_available() else "cpu"
         settings = settings_from_yaml(context.model_yaml_config or {}, props["model_dir"], device)
+        if device == "cpu":
+            torch.set_num_threads(settings.threads)
         log.info(
-            "loading %s model from %s on %s (%s, %s)",
+            "loading %s model from %s on %s (%s, %s, %d threads)",
             settings.task,
             settings.model_path,
             device,
             settings.precision,
             settings.attention,
+            settings.threads,
         )
         _task = build_task(settings)
     if data is None:
