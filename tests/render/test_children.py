@@ -148,3 +148,17 @@ def test_revision_config_does_not_change_with_scaling(manifest: dict[str, Any]) 
     manifest["spec"]["scaling"]["maxReplicas"] = 20
     manifest["spec"]["monitoring"]["latencyP99Ms"] = 900
     assert _one(render_children(manifest).objects, "ConfigMap") == before
+
+
+def test_containers_run_the_runtime_entry_points(manifest: dict[str, Any]) -> None:
+    pod = _one(render_children(manifest).objects, "Deployment")["spec"]["template"]["spec"]
+    fetch = pod["initContainers"][0]
+    assert fetch["command"] == ["python", "-m", "tmo_runtime", "fetch"]
+    by_name = {c["name"]: c for c in pod["containers"]}
+    assert by_name["gateway"]["command"] == ["python", "-m", "tmo_runtime", "gateway"]
+    assert by_name["torchserve"]["command"] == ["torchserve"]
+    assert "--foreground" in by_name["torchserve"]["args"]
+    assert by_name["gateway"]["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    env = {e["name"]: e.get("value") for e in by_name["gateway"]["env"]}
+    assert env["TMO_TORCHSERVE_URL"] == "http://127.0.0.1:8085"
+    assert env["TMO_GATEWAY_PORT"] == "8080" and env["TMO_GATEWAY_METRICS_PORT"] == "9090"

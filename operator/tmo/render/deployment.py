@@ -134,7 +134,9 @@ def render_pod_template(
     fetch = {
         "name": "fetch",
         "image": image,
-        "args": ["fetch", "--manifest", f"{MOUNT_PATH}/model.yaml", "--model-store", MODEL_STORE],
+        # The runtime's pod entry points (tmo_runtime.pod): fetch, verify sha256, package a .mar.
+        "command": ["python", "-m", "tmo_runtime", "fetch"],
+        "args": ["--manifest", f"{MOUNT_PATH}/model.yaml", "--model-store", MODEL_STORE],
         "env": env,
         "envFrom": _credentials_env(spec),
         "resources": FETCH_RESOURCES,
@@ -144,8 +146,9 @@ def render_pod_template(
     torchserve = {
         "name": "torchserve",
         "image": image,
+        "command": ["torchserve"],
         "args": [
-            "torchserve",
+            "--start",
             "--foreground",
             "--ts-config",
             f"{MOUNT_PATH}/config.properties",
@@ -169,7 +172,8 @@ def render_pod_template(
     gateway = {
         "name": "gateway",
         "image": image,
-        "args": ["gateway", "--manifest", f"{MOUNT_PATH}/model.yaml"],
+        "command": ["python", "-m", "tmo_runtime", "gateway"],
+        "args": ["--manifest", f"{MOUNT_PATH}/model.yaml"],
         "env": [
             *env,
             {"name": "TMO_GATEWAY_PORT", "value": str(settings.http_port)},
@@ -180,11 +184,12 @@ def render_pod_template(
             {"name": "http", "containerPort": settings.http_port, "protocol": "TCP"},
             {"name": "metrics", "containerPort": settings.metrics_port, "protocol": "TCP"},
         ],
-        # Ready only when TorchServe has the model loaded (the gateway asks it on loopback).
-        "readinessProbe": _probe("/v2/health/ready", settings, period=5, failures=3),
-        "livenessProbe": _probe("/v2/health/live", settings, period=10, failures=6),
+        # Ready only when TorchServe has the model loaded (the gateway asks it on loopback) and
+        # the gateway is not draining; 503 takes the pod out of the Service before shutdown.
+        "readinessProbe": _probe("/readyz", settings, period=5, failures=3),
+        "livenessProbe": _probe("/livez", settings, period=10, failures=6),
         # Model loading can take minutes (8k-context LED, LLaMA): liveness waits for startup.
-        "startupProbe": _probe("/v2/health/live", settings, period=5, failures=120),
+        "startupProbe": _probe("/livez", settings, period=5, failures=120),
         "resources": GATEWAY_RESOURCES,
         "securityContext": container_security_context(),
         "volumeMounts": _mounts(),
