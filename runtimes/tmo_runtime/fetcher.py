@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import tarfile
 import zipfile
 from collections.abc import Iterator
@@ -183,7 +182,3 @@ def fetch(uri: str, dest: Path, *, base_dir: Path, sha256: str | None = None) ->
         raise FetchError(f"{uri}: {path} does not exist")
     verify_sha256(path, sha256, uri)
     return _unpack_if_archive(path, dest) if path.is_file() else path
-
-
-def copy_tree(src: Path, dst: Path) -> None:
-    shutil.copytree(src, dst, symlinks=False, dirs_exist_ok=True)
