@@ -11,7 +11,9 @@ from __future__ import annotations
 import json
 import string
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
+
+from tmo.api.transformermodel import Task
 
 _WORD_TEXT = (
     "the a an and or but if of to in on at by for with from as is are was were be been this "
@@ -36,15 +38,8 @@ CHAT_TEMPLATE = (
     "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}</s>{% endfor %}"
     "{% if add_generation_prompt %}<|assistant|>{% endif %}"
 )
-TASKS = (
-    "text-classification",
-    "token-classification",
-    "summarization",
-    "text-generation",
-    "image-classification",
-    "speech-recognition",
-    "feature-extraction",
-)
+# Every task the API accepts: one list, defined by the API model.
+TASKS: tuple[str, ...] = get_args(Task)
 
 
 def _corpus() -> list[str]:
