@@ -103,7 +103,7 @@ run curl -s -H "Authorization: Bearer s3cr3t-local" -H "Content-Type: applicatio
   -d '{"inputs":[{"name":"text","shape":[2],"datatype":"BYTES","data":["Meeting moved to 3pm","You won a prize!!!"]}]}'
 echo
 echo "What Prometheus and KEDA read from the gateway:"
-curl -s "http://127.0.0.1:$mport/metrics" | grep -E '^tmo_(inflight_requests|requests_total|request_duration_seconds_count|pod_memory)' | head -8
+curl -s "http://127.0.0.1:$mport/metrics" | grep -E '^tmo_(inflight_requests|requests_total|request_duration_seconds_count|memory_usage|memory_limit)' | head -8
 
 step "Done"
 echo "Everything above ran for real on this machine. Next: 'make test' runs the whole suite."
