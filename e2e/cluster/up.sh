@@ -125,7 +125,7 @@ start kube-apiserver "$CLUSTER_BIN/kube-apiserver" \
   --client-ca-file "$pki/ca.crt" \
   --service-account-key-file "$pki/sa.pub" --service-account-signing-key-file "$pki/sa.key" \
   --service-account-issuer https://kubernetes.default.svc.cluster.local \
-  --authorization-mode Node,RBAC --service-cluster-ip-range 10.0.0.0/24 \
+  --authorization-mode Node,RBAC --service-cluster-ip-range 10.0.0.0/16 \
   --endpoint-reconciler-type none --allow-privileged=true --cert-dir "$pki/apiserver-certs" \
   --v 1
 wait_until kube-apiserver kube-apiserver 90 "$K" --kubeconfig "$kc" get --raw /readyz
