@@ -17,6 +17,8 @@ import yaml
 from pydantic import ValidationError
 from tmo.api import TransformerModel
 
+from tmo_runtime.ts_config import ModelEntry
+
 KIND = "TransformerModel"
 
 
@@ -42,6 +44,17 @@ class ServeSpec:
     auth_required: bool
     revision: str
     base_dir: Path  # relative file:// URIs resolve against the manifest's directory
+
+    def model_entry(self, url: str = "") -> ModelEntry:
+        """TorchServe's registration of this model (batching, workers, timeout from the spec)."""
+        return ModelEntry(
+            name=self.name,
+            url=url,
+            workers=self.workers,
+            batch_size=self.batch_size,
+            max_batch_delay_ms=self.max_batch_delay_ms,
+            response_timeout_s=self.response_timeout_s,
+        )
 
 
 def revision_of(spec: Mapping[str, Any]) -> str:

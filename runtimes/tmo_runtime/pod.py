@@ -31,17 +31,10 @@ def _spec(path: Path) -> ServeSpec:
 def run_fetch(manifest: Path, model_store: Path) -> int:
     """Fetch, verify and package as `<name>.mar`: the store is then mounted read-only."""
     from tmo_runtime.packaging import package_huggingface
-    from tmo_runtime.ts_config import HandlerSettings, ModelEntry
+    from tmo_runtime.ts_config import HandlerSettings
 
     spec = _spec(manifest)
-    entry = ModelEntry(
-        name=spec.name,
-        url="",
-        workers=spec.workers,
-        batch_size=spec.batch_size,
-        max_batch_delay_ms=spec.max_batch_delay_ms,
-        response_timeout_s=spec.response_timeout_s,
-    )
+    entry = spec.model_entry()
     with tempfile.TemporaryDirectory(prefix="fetch-") as tmp:
         path = fetch(spec.model_uri, Path(tmp), base_dir=manifest.parent, sha256=spec.model_sha256)
         if spec.model_format == "mar":

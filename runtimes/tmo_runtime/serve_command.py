@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     from tmo_runtime.gateway.server import run_event_loop, serve_gateway
     from tmo_runtime.packaging import package_huggingface, place_mar
     from tmo_runtime.torchserve import TorchServe, free_port
-    from tmo_runtime.ts_config import HandlerSettings, ModelEntry, TorchServeSettings
+    from tmo_runtime.ts_config import HandlerSettings, TorchServeSettings
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     # httpx (the fetcher's client) logs every call at INFO.
@@ -88,14 +88,7 @@ def run(args: argparse.Namespace) -> int:
             return _fail(str(e), 3)
         except FetchError as e:
             return _fail(str(e), 2)
-        entry = ModelEntry(
-            name=spec.name,
-            url="",
-            workers=spec.workers,
-            batch_size=spec.batch_size,
-            max_batch_delay_ms=spec.max_batch_delay_ms,
-            response_timeout_s=spec.response_timeout_s,
-        )
+        entry = spec.model_entry()
         if spec.model_format == "mar":
             entries.append(place_mar(path, store, entry))
         elif spec.model_format == "huggingface":
