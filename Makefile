@@ -11,7 +11,7 @@ PY := $(VENV)/bin/python
 export TMO_CACHE ?= $(HOME)/.cache/tmo
 # The venv is rebuilt only when pyproject.toml changes: its hash names the stamp file.
 VENV_STAMP = $(VENV)/.stamp-$(shell sha256sum pyproject.toml | cut -c1-16)
-DEBIAN_PACKAGES := prometheus openssl lua5.1
+DEBIAN_PACKAGES := prometheus openssl openjdk-17-jre-headless
 PYTEST_ARGS ?=
 
 .PHONY: help venv deps cluster-build cluster-up cluster-down test unit e2e lint crds demo clean
@@ -28,7 +28,7 @@ $(VENV_STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev,runtime]'
 	@rm -f $(VENV)/.stamp-*; touch $@
 
-deps: ## install the Debian packages tests need (prometheus, promtool, openssl, lua5.1) when missing
+deps: ## install the Debian packages tests need (prometheus/promtool, openssl, Java 17 for TorchServe) when missing
 	@missing=""; for p in $(DEBIAN_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo ">> apt-get install$$missing"; \

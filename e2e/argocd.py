@@ -10,9 +10,12 @@ HEALTH_LUA = Path(__file__).resolve().parent.parent / "charts" / "tmo" / "argocd
 
 def health(obj: dict[str, Any]) -> tuple[str, str]:
     """(status, message) as Argo CD would compute them for `obj`."""
-    import lupa  # LuaRuntime is Lua 5.x as shipped in the wheel; health.lua sticks to 5.1
+    # Argo CD runs health checks in gopher-lua, a Lua 5.1: use lupa's 5.1 runtime, not its
+    # default (5.4+), so 5.2+ features in health.lua fail here as they would there.
+    import lupa.lua51
 
-    lua = lupa.LuaRuntime(unpack_returned_tuples=True)
+    lua = lupa.lua51.LuaRuntime(unpack_returned_tuples=True)
+    assert lua.eval("_VERSION") == "Lua 5.1"
 
     def convert(value: Any) -> Any:
         if isinstance(value, dict):

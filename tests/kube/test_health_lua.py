@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
 from tmo.kube.status import DeploymentState, Observation, Problem, compute_status
 
 from e2e.argocd import health as _health
 
-pytest.importorskip("lupa")
 NOW = "2026-01-01T00:00:00Z"
 
 
