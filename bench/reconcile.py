@@ -6,8 +6,8 @@ an idle resync (must be 0), and the operator's peak RSS. The operator runs as a 
 
     .venv/bin/python -m bench.reconcile [--counts 1,100,500] [--resync-seconds 10]
 
-Needs the local control plane (`make cluster-up`). kwok pods never run containers: the figures
-are the control plane's cost of serving N models, not TorchServe's.
+Starts the local control plane when it is not up (`make cluster-up`). kwok pods never run
+containers: the figures are the control plane's cost of serving N models, not TorchServe's.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -133,6 +134,8 @@ def main() -> int:
     parser.add_argument("--resync-seconds", type=float, default=10.0)
     parser.add_argument("--concurrency", type=int, default=16)
     args = parser.parse_args()
+    # Starts the local control plane when it is not up (idempotent, seconds when cached).
+    subprocess.run([str(REPO / "e2e" / "cluster" / "up.sh")], check=True)
     cluster = Cluster(REPO / ".cluster" / "kubeconfig")
     install_crds(cluster)
     cluster.apply(json.dumps(BENCH_NODE))
