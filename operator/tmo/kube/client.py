@@ -218,6 +218,14 @@ class KubeClient:
             "POST", resource_path(obj["apiVersion"], obj["kind"], meta.get("namespace")), body=obj
         )
 
-    async def served(self, group_version: str) -> bool:
-        """Whether the API server serves this group/version (a CRD is installed)."""
-        return await self._request("GET", f"/apis/{group_version}") is not None
+    async def served(self, group_version: str, kinds: frozenset[str]) -> bool:
+        """Whether the API server serves every one of `kinds` in this group/version.
+
+        Kinds, not just the group: a group is served as soon as one of its CRDs is installed
+        (KEDA's TriggerAuthentication without ScaledObject, say), and applying a missing kind
+        would then fail on every reconcile."""
+        resources = await self._request("GET", f"/apis/{group_version}")
+        if resources is None:
+            return False
+        served = {r.get("kind") for r in resources.get("resources", [])}
+        return kinds <= served

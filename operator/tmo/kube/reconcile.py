@@ -47,10 +47,16 @@ from tmo.render.service import model_url
 log = logging.getLogger("tmo.operator")
 
 Key = tuple[str, str]  # (namespace, name)
+# Each optional add-on: the group/version TMO writes and the kinds it needs from it.
 ADDON_VERSIONS = {
     AUTOSCALING_GROUP: "keda.sh/v1alpha1",
     MONITORING_GROUP: "monitoring.coreos.com/v1",
     ROUTING_GROUP: "gateway.networking.k8s.io/v1",
+}
+ADDON_KINDS = {
+    AUTOSCALING_GROUP: frozenset({"ScaledObject"}),
+    MONITORING_GROUP: frozenset({"ServiceMonitor", "PrometheusRule"}),
+    ROUTING_GROUP: frozenset({"HTTPRoute"}),
 }
 
 
@@ -412,7 +418,7 @@ class Reconciler:
         cached = self.addons.get(group)
         if cached is not None and self.clock() - cached[1] < self.settings.addon_check_seconds:
             return cached[0]
-        served = await self.client.served(ADDON_VERSIONS[group])
+        served = await self.client.served(ADDON_VERSIONS[group], ADDON_KINDS[group])
         self.addons[group] = (served, self.clock())
         return served
 
