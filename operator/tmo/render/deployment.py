@@ -248,7 +248,10 @@ def render_deployment(
         "metadata": names.metadata(
             obj,
             names.deployment_name(name, revision),
-            {**names.revision_labels(name, revision), names.LABEL_COMPONENT: "model-server"},
+            {
+                **names.revision_labels(name, revision),
+                names.LABEL_COMPONENT: names.COMPONENT_MODEL_SERVER,
+            },
         ),
         "spec": spec,
     }

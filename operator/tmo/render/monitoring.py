@@ -95,9 +95,7 @@ def render_service_monitor(obj: dict[str, Any], settings: RenderSettings) -> dic
         "kind": "ServiceMonitor",
         "metadata": names.metadata(obj, name, names.model_labels(name)),
         "spec": {
-            "selector": {
-                "matchLabels": {names.LABEL_MODEL: name, names.LABEL_COMPONENT: "model-server"}
-            },
+            "selector": {"matchLabels": names.pod_selector(name)},
             "endpoints": [
                 {
                     "port": "metrics",

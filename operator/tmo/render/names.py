@@ -15,6 +15,8 @@ MANAGED_BY = "tmo-operator"
 LABEL_MODEL = "tmo.dev/model"
 LABEL_REVISION = "tmo.dev/revision"
 LABEL_COMPONENT = "app.kubernetes.io/component"
+# The component value of everything that serves a model: pods and their Services.
+COMPONENT_MODEL_SERVER = "model-server"
 # Hash of the rendered child, so an idle reconcile can tell "nothing to apply" without a write.
 ANNOTATION_APPLIED_HASH = "tmo.dev/applied-hash"
 
@@ -34,8 +36,9 @@ def revision_labels(name: str, revision: str) -> dict[str, str]:
 
 
 def pod_selector(name: str) -> dict[str, str]:
-    """Selects the serving pods of every revision of a model (Service, NetworkPolicy)."""
-    return {LABEL_MODEL: name, LABEL_COMPONENT: "model-server"}
+    """Selects the serving pods of every revision of a model (Service, NetworkPolicy), and the
+    model's Services, which carry the same pair (ServiceMonitor)."""
+    return {LABEL_MODEL: name, LABEL_COMPONENT: COMPONENT_MODEL_SERVER}
 
 
 def deployment_name(name: str, revision: str) -> str:

@@ -24,7 +24,7 @@ def render_service(obj: dict[str, Any], settings: RenderSettings) -> dict[str, A
         "metadata": names.metadata(
             obj,
             names.service_name(name),
-            {**names.model_labels(name), names.LABEL_COMPONENT: "model-server"},
+            {**names.model_labels(name), names.LABEL_COMPONENT: names.COMPONENT_MODEL_SERVER},
         ),
         "spec": {
             "type": "ClusterIP",

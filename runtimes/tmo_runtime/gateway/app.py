@@ -335,15 +335,19 @@ def _too_large(limit: int) -> JSONResponse:
 def build_api_app(gw: Gateway) -> Starlette:
     models = gw.config.models
 
-    def route_of(request: Request) -> ModelRoute | None:
-        return models.get(request.path_params["model"])
-
-    async def predictions(request: Request) -> Response:
+    def authorized_route(request: Request) -> ModelRoute | Response:
+        """The model a per-model endpoint names, or the 401/404 to answer instead."""
         if not gw.authorized(request):
             return _unauthorized()
-        route = route_of(request)
+        route = models.get(request.path_params["model"])
         if route is None:
             return _error(404, f"model {request.path_params['model']!r} is not served here")
+        return route
+
+    async def predictions(request: Request) -> Response:
+        route = authorized_route(request)
+        if isinstance(route, Response):
+            return route
         try:
             body = await read_body(request, gw.config.max_body_bytes)
         except BodyTooLarge:
@@ -369,28 +373,22 @@ def build_api_app(gw: Gateway) -> Starlette:
         return JSONResponse({"ready": ready}, 200 if ready else 400)
 
     async def v2_model(request: Request) -> Response:
-        if not gw.authorized(request):
-            return _unauthorized()
-        route = route_of(request)
-        if route is None:
-            return _error(404, f"unknown model {request.path_params['model']!r}")
+        route = authorized_route(request)
+        if isinstance(route, Response):
+            return route
         return JSONResponse(oip.model_metadata(route.name, route.task, route.revision))
 
     async def v2_model_ready(request: Request) -> Response:
-        if not gw.authorized(request):
-            return _unauthorized()
-        route = route_of(request)
-        if route is None:
-            return _error(404, f"unknown model {request.path_params['model']!r}")
+        route = authorized_route(request)
+        if isinstance(route, Response):
+            return route
         ready = gw.ready[route.name] and not gw.draining
         return JSONResponse({"name": route.name, "ready": ready}, 200 if ready else 400)
 
     async def v2_infer(request: Request) -> Response:
-        if not gw.authorized(request):
-            return _unauthorized()
-        route = route_of(request)
-        if route is None:
-            return _error(404, f"unknown model {request.path_params['model']!r}")
+        route = authorized_route(request)
+        if isinstance(route, Response):
+            return route
         try:
             doc = json.loads(await read_body(request, gw.config.max_body_bytes))
             payload = oip.to_handler_payload(route.task, doc)
