@@ -1,8 +1,9 @@
-"""Entry points of the model pod's containers (`python -m tmo_runtime fetch|gateway`).
+"""Entry points of the model pod's containers (`python -m tmo_runtime fetch|torchserve|gateway`).
 
 The operator renders (tmo.render.deployment): an init container `fetch --manifest M
---model-store S`, TorchServe itself on loopback, and `gateway --manifest M`. Ports, URLs,
-revision and token come from the TMO_* environment the operator sets.
+--model-store S`, `torchserve` (TorchServe on loopback under tmo_runtime.supervisor) and
+`gateway --manifest M`. Ports, URLs, revision and token come from the TMO_* environment the
+operator sets; the two containers share TMO_SHARE_DIR (tmo_runtime.podshare).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from tmo_runtime.fetcher import FetchError, IntegrityError, fetch
 from tmo_runtime.manifest import ManifestError, ServeSpec, load_manifests
+from tmo_runtime.podshare import SHARE_DIR_ENV
 
 log = logging.getLogger("tmo.pod")
 
@@ -55,6 +57,35 @@ def run_fetch(manifest: Path, model_store: Path) -> int:
     return 0
 
 
+def _share_dir() -> Path | None:
+    value = os.environ.get(SHARE_DIR_ENV)
+    return Path(value) if value else None
+
+
+def _drain_timeout() -> float:
+    return float(os.environ.get("TMO_GATEWAY_DRAIN_TIMEOUT", "25"))
+
+
+def run_torchserve(config: Path, log4j: Path, model_store: Path) -> int:
+    from tmo_runtime.supervisor import SupervisorConfig
+    from tmo_runtime.supervisor import run as supervise
+
+    for path, what in ((config, "--config"), (log4j, "--log4j")):
+        if not path.is_file():
+            raise FileNotFoundError(f"{what} {path} does not exist")
+    return supervise(
+        SupervisorConfig(
+            config_properties=config,
+            log4j=log4j,
+            model_store=model_store,
+            work_dir=Path(os.environ.get("TMPDIR", "/tmp")),
+            share_dir=_share_dir(),
+            cgroup_root=Path(os.environ.get("TMO_CGROUP_ROOT", "/sys/fs/cgroup")),
+            drain_wait_s=_drain_timeout() + 2.0,
+        )
+    )
+
+
 def run_gateway(manifest: Path, token_file: Path | None) -> int:
     from tmo_runtime.gateway.app import GatewayConfig, ModelRoute
     from tmo_runtime.gateway.server import run_event_loop, serve_gateway
@@ -83,8 +114,9 @@ def run_gateway(manifest: Path, token_file: Path | None) -> int:
         token_file=token_path,
         max_concurrency=int(env.get("TMO_GATEWAY_MAX_CONCURRENCY", "16")),
         max_queue=int(env.get("TMO_GATEWAY_MAX_QUEUE", "64")),
-        drain_timeout_s=float(env.get("TMO_GATEWAY_DRAIN_TIMEOUT", "25")),
+        drain_timeout_s=_drain_timeout(),
         cgroup_root=Path(env.get("TMO_CGROUP_ROOT", "/sys/fs/cgroup")),
+        share_dir=_share_dir(),
     )
     port = int(env.get("TMO_GATEWAY_PORT", "8080"))
     metrics_port = int(env.get("TMO_GATEWAY_METRICS_PORT", "9090"))
@@ -100,6 +132,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     f.add_argument(
         "--model-store", type=Path, default=Path(os.environ.get("TMO_MODEL_STORE", "/models"))
     )
+    t = sub.add_parser("torchserve", help="run TorchServe under its supervisor (model container)")
+    t.add_argument("--config", type=Path, default=Path(os.environ.get("TMO_TORCHSERVE_CONFIG", "")))
+    t.add_argument("--log4j", type=Path, required=True)
+    t.add_argument(
+        "--model-store", type=Path, default=Path(os.environ.get("TMO_MODEL_STORE", "/models"))
+    )
     g = sub.add_parser("gateway", help="run the gateway in front of TorchServe")
     g.add_argument("--manifest", type=Path, default=Path(os.environ.get("TMO_MANIFEST", "")))
     g.add_argument("--token-file", type=Path)
@@ -109,6 +147,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "fetch":
             return run_fetch(args.manifest, args.model_store)
+        if args.command == "torchserve":
+            return run_torchserve(args.config, args.log4j, args.model_store)
         return run_gateway(args.manifest, args.token_file)
     except IntegrityError as e:
         print(f"tmo fetch: {e}", file=sys.stderr)

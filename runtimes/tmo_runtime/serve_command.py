@@ -123,6 +123,8 @@ def run(args: argparse.Namespace) -> int:
         max_queue=args.max_queue,
         max_body_bytes=args.max_body_bytes,
         drain_timeout_s=args.drain_timeout,
+        # Locally TorchServe is our child, in our cgroup: one figure covers both.
+        container="tmo-serve",
     )
     state: dict[str, Any] = {
         "workdir": str(workdir),

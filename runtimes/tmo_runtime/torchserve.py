@@ -90,6 +90,41 @@ def _die_with_parent() -> None:
         pass  # not Linux: the normal stop path still applies
 
 
+def spawn_jvm(
+    command: list[str], cwd: Path, env: dict[str, str], stdout: IO[bytes] | None
+) -> subprocess.Popen[bytes]:
+    """Start the JVM in a process group of its own, so its Python workers stop with it.
+
+    `stdout=None` inherits ours: in a pod that is the container log.
+    """
+    return subprocess.Popen(
+        command,
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=stdout,
+        stderr=subprocess.STDOUT if stdout is not None else None,
+        start_new_session=True,  # one process group: the JVM and its Python workers
+        preexec_fn=_die_with_parent,
+    )
+
+
+def stop_group(proc: subprocess.Popen[bytes], grace_s: float = 15.0) -> None:
+    """SIGTERM the JVM's group, SIGKILL after `grace_s`, then reap any worker left in it."""
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+        except ProcessLookupError:
+            pass
+    # Workers that outlived the JVM are still in its group.
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
 class TorchServe:
     """A running TorchServe; `workdir` holds its config, key file, logs and temp files."""
 
@@ -137,15 +172,11 @@ class TorchServe:
             "METRICS_LOCATION": str(wd / "logs"),
         }
         self._log = self.log_path.open("ab")
-        self.process = subprocess.Popen(
+        self.process = spawn_jvm(
             java_command(config, log4j, tmp, Path(self.settings.model_store)),
             cwd=wd,  # TorchServe writes key_file.json into its working directory
             env=env,
-            stdin=subprocess.DEVNULL,
             stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # one process group: the JVM and its Python workers
-            preexec_fn=_die_with_parent,
         )
 
     def alive(self) -> bool:
@@ -174,21 +205,9 @@ class TorchServe:
         raise TimeoutError(f"TorchServe not healthy after {timeout_s:.0f}s; see {self.log_path}")
 
     def stop(self, grace_s: float = 15.0) -> None:
-        proc = self.process
-        if proc is None:
+        if self.process is None:
             return
-        if proc.poll() is None:
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-                proc.wait(grace_s)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(5)
-            except ProcessLookupError:
-                pass
-        # Workers that outlived the JVM are still in its group.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
+        stop_group(self.process, grace_s)
         if self._log is not None:
             self._log.close()
         self.process = None

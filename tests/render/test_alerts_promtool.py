@@ -51,6 +51,16 @@ def _histogram(fast_per_min: int, slow_per_min: int) -> list[dict[str, str]]:
     return series
 
 
+def _memory(container: str, used: int, limit: int | str) -> list[dict[str, str]]:
+    labels = f'{LABELS},container="{container}"'
+    # promtool's `AxN` shorthand does not take Inf: spell the samples out.
+    limits = " ".join([str(limit)] * 31)
+    return [
+        {"series": f"tmo_memory_usage_bytes{{{labels}}}", "values": f"{used}x30"},
+        {"series": f"tmo_memory_limit_bytes{{{labels}}}", "values": limits},
+    ]
+
+
 def _alert_test(
     series: list[dict[str, str]],
     alert: str,
@@ -83,9 +93,11 @@ def test_rules_pass_promtool_check(tmp_path: Path, manifest: dict[str, Any]) -> 
 
 def test_each_alert_fires_and_stays_quiet(tmp_path: Path, manifest: dict[str, Any]) -> None:
     rules = _rules_file(tmp_path, manifest)
+    # The model's container near its limit while the gateway's is not: the alert names the
+    # model's container, the one about to be OOM-killed.
     memory = lambda used: [  # noqa: E731
-        {"series": f"tmo_memory_usage_bytes{{{LABELS}}}", "values": f"{used}x30"},
-        {"series": f"tmo_memory_limit_bytes{{{LABELS}}}", "values": "1000x30"},
+        *_memory("torchserve", used, 1000),
+        *_memory("gateway", 100, 1000),
     ]
     requests = lambda ok, failed: [  # noqa: E731
         {"series": f'tmo_requests_total{{{LABELS},code="200"}}', "values": f"0+{ok}x30"},
@@ -109,13 +121,16 @@ def test_each_alert_fires_and_stays_quiet(tmp_path: Path, manifest: dict[str, An
             memory(950),
             "TMOMemorySpike",
             fires=True,
-            extra={"pod": "p1"},
+            extra={"pod": "p1", "container": "torchserve"},
             annotations={
                 "summary": "memory of a ml/email-triage pod above 90% of its limit",
-                "description": "Pod p1 (revision r1) uses 95% of its memory limit.",
+                "description": "Container torchserve of pod p1 (revision r1) uses 95% "
+                "of its memory limit.",
             },
         ),
         _alert_test(memory(500), "TMOMemorySpike", fires=False),
+        # No limit (+Inf) is never a spike.
+        _alert_test(_memory("torchserve", 950, "+Inf"), "TMOMemorySpike", fires=False),
         # 5 % of requests failing is over 1 %; 0.5 % is not; no traffic is no alert.
         _alert_test(
             requests(95, 5),
@@ -144,10 +159,7 @@ def test_thresholds_come_from_the_spec(tmp_path: Path, manifest: dict[str, Any])
         # With a 2 s budget requests under 1 s are fine; 95 % memory is under 99 %.
         _alert_test(_histogram(90, 10), "TMOHighLatency", fires=False),
         _alert_test(
-            [
-                {"series": f"tmo_memory_usage_bytes{{{LABELS}}}", "values": "950x30"},
-                {"series": f"tmo_memory_limit_bytes{{{LABELS}}}", "values": "1000x30"},
-            ],
+            _memory("torchserve", 950, 1000),
             "TMOMemorySpike",
             fires=False,
         ),

@@ -156,8 +156,12 @@ def test_containers_run_the_runtime_entry_points(manifest: dict[str, Any]) -> No
     assert fetch["command"] == ["python", "-m", "tmo_runtime", "fetch"]
     by_name = {c["name"]: c for c in pod["containers"]}
     assert by_name["gateway"]["command"] == ["python", "-m", "tmo_runtime", "gateway"]
-    assert by_name["torchserve"]["command"] == ["torchserve"]
-    assert "--foreground" in by_name["torchserve"]["args"]
+    assert by_name["torchserve"]["command"] == ["python", "-m", "tmo_runtime", "torchserve"]
+    # Both containers find the shared directory on the /tmp emptyDir they both mount.
+    for c in ("torchserve", "gateway"):
+        c_env = {e["name"]: e.get("value") for e in by_name[c]["env"]}
+        assert c_env["TMO_SHARE_DIR"].startswith("/tmp/")
+        assert {"name": "tmp", "mountPath": "/tmp"} in by_name[c]["volumeMounts"]
     assert by_name["gateway"]["readinessProbe"]["httpGet"]["path"] == "/readyz"
     env = {e["name"]: e.get("value") for e in by_name["gateway"]["env"]}
     assert env["TMO_TORCHSERVE_URL"] == "http://127.0.0.1:8085"

@@ -1,5 +1,11 @@
-"""The model pod's layout as the operator renders it: fetch init -> .mar, TorchServe with its
-token auth off on loopback, `python -m tmo_runtime gateway` configured from TMO_* variables."""
+"""The model pod as the operator renders it, run as local processes.
+
+The command lines and environment come from `tmo.render` (the Deployment the operator applies),
+with the pod's paths mapped onto a temp directory and TorchServe's ports made free: the fetch
+init container packages a .mar, the torchserve container runs TorchServe under TMO's supervisor,
+the gateway container serves it with auth, per-container memory, and a drain that TorchServe
+outlives when both containers get SIGTERM at once, as kubelet sends it.
+"""
 
 from __future__ import annotations
 
@@ -8,51 +14,108 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 import yaml
-from tmo_runtime.torchserve import TorchServe, free_port
-from tmo_runtime.ts_config import ModelEntry, TorchServeSettings
+from tmo.render import render_children
+from tmo.render.configmap import MODEL_STORE, MOUNT_PATH
+from tmo_runtime.torchserve import free_port
+from tmo_runtime.ts_config import (
+    ModelEntry,
+    TorchServeSettings,
+    render_config_properties,
+    render_log4j2_xml,
+)
 
 from tests.runtime.helpers import REPO, manifest
 
 pytestmark = pytest.mark.slow
 
+MODEL = "pod-model"
 
-def test_pod_fetch_torchserve_gateway(tiny_models: Path) -> None:
-    root = Path(tempfile.mkdtemp(prefix="tmo-p", dir="/tmp"))
+
+def _rendered_containers(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    objects = render_children(doc).objects
+    pod = next(o for o in objects if o["kind"] == "Deployment")["spec"]["template"]["spec"]
+    return {c["name"]: c for c in [*pod["initContainers"], *pod["containers"]]}
+
+
+class PodPaths:
+    """The pod's mount points, mapped under one short local directory."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.mapping = {
+            MOUNT_PATH: root / "config",
+            MODEL_STORE: root / "store",
+            "/tmp": root / "tmp",  # the emptyDir both containers mount
+        }
+        for path in self.mapping.values():
+            path.mkdir(parents=True, exist_ok=True)
+
+    def local(self, value: str) -> str:
+        for pod_path, here in self.mapping.items():
+            if value == pod_path or value.startswith(pod_path + "/"):
+                return str(here) + value[len(pod_path) :]
+        return value
+
+    def argv(self, container: dict[str, Any]) -> list[str]:
+        argv = [self.local(a) for a in [*container["command"], *container.get("args", [])]]
+        assert argv[0] == "python"
+        return [sys.executable, *argv[1:]]
+
+    def env(self, container: dict[str, Any], **overrides: str) -> dict[str, str]:
+        # Literal values only: Secret references are given as overrides, as kubelet would.
+        rendered = {e["name"]: self.local(e["value"]) for e in container["env"] if "value" in e}
+        return {**os.environ, **rendered, **overrides}
+
+
+def _inflight(metrics_url: str) -> float:
+    text = httpx.get(metrics_url, timeout=2).text
+    lines = [line for line in text.splitlines() if line.startswith("tmo_inflight_requests{")]
+    return sum(float(line.rsplit(" ", 1)[1]) for line in lines)
+
+
+def _memory_series(metrics_url: str) -> dict[str, float]:
+    series = {}
+    for line in httpx.get(metrics_url, timeout=2).text.splitlines():
+        if line.startswith("tmo_memory_usage_bytes{"):
+            labels, value = line.rsplit(" ", 1)
+            container = labels.split('container="', 1)[1].split('"', 1)[0]
+            series[container] = float(value)
+    return series
+
+
+def test_rendered_pod_serves_reports_memory_and_drains(tiny_models: Path) -> None:
     doc = manifest(
-        "pod-model", "token-classification", f"file://{tiny_models / 'token-classification'}"
+        MODEL, "summarization", f"file://{tiny_models / 'summarization'}", maxSequenceLength=128
     )
     doc["spec"]["auth"] = {"tokenSecretRef": {"name": "t", "key": "token"}}
-    doc["status"] = {"revision": "abc1234"}
-    (root / "model.yaml").write_text(yaml.safe_dump(doc))
-    store = root / "store"
+    containers = _rendered_containers(doc)
+    revision = next(e["value"] for e in containers["gateway"]["env"] if e["name"] == "TMO_REVISION")
+    paths = PodPaths(Path(tempfile.mkdtemp(prefix="tmo-p", dir="/tmp")))
+    (paths.mapping[MOUNT_PATH] / "model.yaml").write_text(yaml.safe_dump(doc))
+
     fetch = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tmo_runtime",
-            "fetch",
-            "--manifest",
-            str(root / "model.yaml"),
-            "--model-store",
-            str(store),
-        ],
+        paths.argv(containers["fetch"]),
         cwd=REPO,
+        env=paths.env(containers["fetch"]),
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert fetch.returncode == 0, fetch.stderr
-    assert (store / "pod-model.mar").is_file()
+    assert (paths.mapping[MODEL_STORE] / f"{MODEL}.mar").is_file()
 
+    # The ConfigMap's files, on free ports (the rendered ones are fixed, for a pod of its own).
     settings = TorchServeSettings(
-        model_store=str(store),
-        models=[ModelEntry(name="pod-model", url="pod-model.mar")],
+        model_store=str(paths.mapping[MODEL_STORE]),
+        models=[ModelEntry(name=MODEL, url=f"{MODEL}.mar")],
         inference_port=free_port(),
         management_port=free_port(),
         metrics_port=free_port(),
@@ -60,29 +123,41 @@ def test_pod_fetch_torchserve_gateway(tiny_models: Path) -> None:
         grpc_management_port=free_port(),
         token_auth=False,
     )
-    ts = TorchServe(settings, root / "ts")
+    (paths.mapping[MOUNT_PATH] / "config.properties").write_text(render_config_properties(settings))
+    (paths.mapping[MOUNT_PATH] / "log4j2.xml").write_text(render_log4j2_xml())
     port, mport = free_port(), free_port()
-    env = {
-        **os.environ,
-        "TMO_TORCHSERVE_URL": ts.inference_url,
-        "TMO_TORCHSERVE_MANAGEMENT_URL": ts.management_url,
-        "TMO_GATEWAY_PORT": str(port),
-        "TMO_GATEWAY_METRICS_PORT": str(mport),
-        "TMO_REVISION": "abc1234",
-        "TMO_AUTH_TOKEN": "pod-token",
+    urls = {
+        "TMO_TORCHSERVE_URL": f"http://127.0.0.1:{settings.inference_port}",
+        "TMO_TORCHSERVE_MANAGEMENT_URL": f"http://127.0.0.1:{settings.management_port}",
     }
-    ts.start()
+    logs = paths.root / "torchserve.log"
+    with logs.open("wb") as ts_log:
+        torchserve = subprocess.Popen(
+            paths.argv(containers["torchserve"]),
+            cwd=REPO,
+            env=paths.env(containers["torchserve"], **urls),
+            stdout=ts_log,
+            stderr=subprocess.STDOUT,
+        )
     gateway = subprocess.Popen(
-        [sys.executable, "-m", "tmo_runtime", "gateway", "--manifest", str(root / "model.yaml")],
+        paths.argv(containers["gateway"]),
         cwd=REPO,
-        env=env,
+        env=paths.env(
+            containers["gateway"],
+            **urls,
+            TMO_GATEWAY_PORT=str(port),
+            TMO_GATEWAY_METRICS_PORT=str(mport),
+            TMO_AUTH_TOKEN="pod-token",
+        ),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
+    url, metrics_url = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{mport}/metrics"
+    auth = {"Authorization": "Bearer pod-token"}
     try:
-        url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
+            assert torchserve.poll() is None, logs.read_text()[-3000:]
             assert gateway.poll() is None, gateway.stderr.read() if gateway.stderr else ""
             try:
                 if httpx.get(url + "/v2/health/ready", timeout=2).status_code == 200:
@@ -91,20 +166,59 @@ def test_pod_fetch_torchserve_gateway(tiny_models: Path) -> None:
                 pass
             time.sleep(0.5)
         else:
-            raise TimeoutError(ts.log_path.read_text()[-2000:])
-        body = {"inputs": "mary lives in berlin"}
-        assert httpx.post(url + "/predictions/pod-model", json=body).status_code == 401
-        r = httpx.post(
-            url + "/predictions/pod-model",
-            json=body,
-            headers={"Authorization": "Bearer pod-token"},
-            timeout=30,
-        )
+            raise TimeoutError(logs.read_text()[-3000:])
+
+        body = {"inputs": "the contract ends today"}
+        assert httpx.post(f"{url}/predictions/{MODEL}", json=body).status_code == 401
+        r = httpx.post(f"{url}/predictions/{MODEL}", json=body, headers=auth, timeout=60)
         assert r.status_code == 200, r.text
-        assert r.json()[0]["word"] == "mary"
-        metrics = httpx.get(f"http://127.0.0.1:{mport}/metrics").text
-        assert 'tmo_requests_total{code="200",model="pod-model",revision="abc1234"} 1.0' in metrics
-    finally:
+        assert isinstance(r.json()["summary_text"], str)
+        metrics = httpx.get(metrics_url).text
+        assert f'tmo_requests_total{{code="200",model="{MODEL}",revision="{revision}"}} 1.0' in (
+            metrics
+        )
+        # The model's container reports its own memory (the JVM and the loaded model), not
+        # the gateway's: both series are there, per container.
+        for _ in range(50):
+            memory = _memory_series(metrics_url)
+            if "torchserve" in memory:
+                break
+            time.sleep(0.2)
+        assert set(memory) == {"gateway", "torchserve"}, memory
+        assert all(value > 0 for value in memory.values()), memory
+
+        # Long requests in flight, then SIGTERM to both containers at once (kubelet's way):
+        # TorchServe stays up until the gateway has answered every admitted request.
+        long_doc = "the party shall give notice " * 300
+        results: list[int] = []
+
+        def call() -> None:
+            r = httpx.post(
+                f"{url}/predictions/{MODEL}",
+                json={"inputs": long_doc, "parameters": {"max_new_tokens": 32}},
+                headers=auth,
+                timeout=120,
+            )
+            results.append(r.status_code)
+
+        threads = [threading.Thread(target=call) for _ in range(3)]
+        for t in threads:
+            t.start()
+        for _ in range(400):
+            if _inflight(metrics_url) == len(threads):
+                break
+            time.sleep(0.05)
+        assert _inflight(metrics_url) == len(threads)
+        torchserve.send_signal(signal.SIGTERM)
         gateway.send_signal(signal.SIGTERM)
-        assert gateway.wait(30) == 0
-        ts.stop()
+        for t in threads:
+            t.join(120)
+        assert results == [200] * len(threads), results
+        assert gateway.wait(60) == 0
+        assert torchserve.wait(60) == 0, logs.read_text()[-3000:]
+        assert "gateway drained: stopping TorchServe" in logs.read_text()
+    finally:
+        for proc in (gateway, torchserve):
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import subprocess
+import time
 import zipfile
 from pathlib import Path
 
@@ -12,11 +13,22 @@ import fsspec
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from prometheus_client import generate_latest
 from tmo_runtime import fetcher
+from tmo_runtime.cgroup import parse_cgroup_value, read_cgroup_memory
 from tmo_runtime.gateway import oip
-from tmo_runtime.gateway.metrics import parse_cgroup_value, read_cgroup_memory
+from tmo_runtime.gateway.metrics import GatewayMetrics
 from tmo_runtime.manifest import ManifestError, serve_spec_from_dict
 from tmo_runtime.packaging import package_huggingface
+from tmo_runtime.podshare import (
+    MEMORY_SUFFIX,
+    MemoryReport,
+    clear_drained,
+    drained,
+    mark_drained,
+    read_memory_reports,
+    write_memory_report,
+)
 from tmo_runtime.ts_config import (
     HandlerSettings,
     ModelEntry,
@@ -208,6 +220,31 @@ def test_cgroup_v2_and_v1(tmp_path: Path) -> None:
     assert read_cgroup_memory(tmp_path / "none") is None
 
 
+def test_cgroup_reads_this_process_directory_when_the_mount_is_the_whole_hierarchy(
+    tmp_path: Path,
+) -> None:
+    # A host or a cgroup-v1 container without its own namespace: the mount's root is every
+    # process's total; /proc/self/cgroup names ours.
+    mine = tmp_path / "memory" / "kubepods" / "pod1" / "c1"
+    mine.mkdir(parents=True)
+    for d, usage in ((tmp_path / "memory", "9000"), (mine, "300")):
+        (d / "memory.usage_in_bytes").write_text(usage)
+        (d / "memory.limit_in_bytes").write_text("1000")
+    proc = tmp_path / "cgroup"
+    proc.write_text("5:cpu,cpuacct:/kubepods/pod1/c1\n4:memory:/kubepods/pod1/c1\n0::/\n")
+    assert read_cgroup_memory(tmp_path, proc) == (300.0, 1000.0)
+    # The directory it names is not mounted here (the mount is already ours): the root.
+    proc.write_text("4:memory:/elsewhere\n")
+    assert read_cgroup_memory(tmp_path, proc) == (9000.0, 1000.0)
+    # cgroup v2 without a namespace: 0::/path under the unified mount.
+    v2 = tmp_path / "v2"
+    (v2 / "system.slice" / "tmo.service").mkdir(parents=True)
+    (v2 / "system.slice" / "tmo.service" / "memory.current").write_text("42")
+    (v2 / "system.slice" / "tmo.service" / "memory.max").write_text("max")
+    proc.write_text("0::/system.slice/tmo.service\n")
+    assert read_cgroup_memory(v2, proc) == (42.0, math.inf)
+
+
 def test_oip_request_conversion() -> None:
     body = {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [2], "data": ["a", "b"]}]}
     assert oip.to_handler_payload("summarization", body) == {"inputs": ["a", "b"], "parameters": {}}
@@ -252,3 +289,39 @@ def test_cpu_quota_from_cgroup_v2_and_v1(tmp_path: Path, monkeypatch: pytest.Mon
     assert worker_threads({"minWorkers": 4}) == 3
     monkeypatch.delenv("TMO_TORCH_THREADS")
     assert worker_threads({"minWorkers": 10_000}) == 1  # never below one thread
+
+
+def test_memory_reports_cross_containers_and_go_stale(tmp_path: Path) -> None:
+    share = tmp_path / "share"
+    now = 1_000_000.0
+    write_memory_report(share, MemoryReport("torchserve", 700.0, 1000.0, now))
+    write_memory_report(share, MemoryReport("sidecar", 5.0, math.inf, now - 60))
+    (share / f"torn{MEMORY_SUFFIX}").write_text('{"container": "torn", "usage')
+    got = read_memory_reports(share, now=now + 3)
+    # The unlimited one round-trips as +Inf, the old one is dropped, the torn one skipped.
+    assert got == [MemoryReport("torchserve", 700.0, 1000.0, now)]
+    assert read_memory_reports(share, now=now + 60) == []
+    assert read_memory_reports(tmp_path / "missing") == []
+
+
+def test_gateway_exports_each_container_memory(tmp_path: Path) -> None:
+    own = tmp_path / "cg"
+    own.mkdir()
+    (own / "memory.current").write_text("100")
+    (own / "memory.max").write_text("1000")
+    share = tmp_path / "share"
+    write_memory_report(share, MemoryReport("torchserve", 900.0, 2000.0, time.time()))
+    metrics = GatewayMetrics([("m", "r1")], cgroup_root=own, share_dir=share)
+    text = generate_latest(metrics.registry).decode()
+    assert 'tmo_memory_usage_bytes{container="gateway",model="m",revision="r1"} 100.0' in text
+    assert 'tmo_memory_usage_bytes{container="torchserve",model="m",revision="r1"} 900.0' in text
+    assert 'tmo_memory_limit_bytes{container="torchserve",model="m",revision="r1"} 2000.0' in text
+
+
+def test_drain_mark(tmp_path: Path) -> None:
+    assert not drained(tmp_path)
+    mark_drained(tmp_path / "share")
+    assert drained(tmp_path / "share")
+    clear_drained(tmp_path / "share")
+    clear_drained(tmp_path / "share")  # twice: a restarted gateway finds none
+    assert not drained(tmp_path / "share")

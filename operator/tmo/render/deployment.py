@@ -15,6 +15,7 @@ from tmo.render.revision import runtime_image
 from tmo.render.settings import RenderSettings
 
 RUN_AS = 1000
+SHARE_DIR = "/tmp/tmo"
 GPU_RESOURCE = "nvidia.com/gpu"
 # The gateway is a small asyncio proxy: it needs little, and must never be starved by the model.
 GATEWAY_RESOURCES = {
@@ -65,6 +66,9 @@ def _env(obj: dict[str, Any], revision: str, settings: RenderSettings) -> list[d
         {"name": "TMPDIR", "value": "/tmp"},
         {"name": "TEMP", "value": "/tmp"},
         {"name": "HOME", "value": "/tmp"},
+        # Where the torchserve and gateway containers leave each other memory figures and the
+        # drain mark (tmo_runtime.podshare): on the shared /tmp emptyDir.
+        {"name": "TMO_SHARE_DIR", "value": SHARE_DIR},
     ]
 
 
@@ -146,23 +150,19 @@ def render_pod_template(
     torchserve = {
         "name": "torchserve",
         "image": image,
-        "command": ["torchserve"],
+        # TorchServe under TMO's supervisor (tmo_runtime.supervisor): it reports this
+        # container's memory to the gateway and keeps TorchServe up until the gateway drained.
+        # Token auth is off in config.properties: every TorchServe port is on loopback.
+        "command": ["python", "-m", "tmo_runtime", "torchserve"],
         "args": [
-            "--start",
-            "--foreground",
-            "--ts-config",
+            "--config",
             f"{MOUNT_PATH}/config.properties",
+            "--log4j",
+            f"{MOUNT_PATH}/log4j2.xml",
             "--model-store",
             MODEL_STORE,
-            "--disable-token-auth",
-            # Config snapshots would write to the read-only root filesystem.
-            "--ncs",
         ],
-        "env": [
-            *env,
-            {"name": "LOG_LOCATION", "value": "/tmp/logs"},
-            {"name": "METRICS_LOCATION", "value": "/tmp/logs"},
-        ],
+        "env": env,
         "resources": model_resources(spec),
         "securityContext": container_security_context(),
         "volumeMounts": _mounts(

@@ -31,7 +31,9 @@ def alert_rules(obj: dict[str, Any], settings: RenderSettings) -> list[dict[str,
         f"(rate(tmo_request_duration_seconds_bucket{{{sel}}}[{window}]))) > {p99_seconds:g}"
     )
     memory = (
-        f"max by ({BY}, pod) (tmo_memory_usage_bytes{{{sel}}} / tmo_memory_limit_bytes{{{sel}}})"
+        # Per container: each has its own limit, and the model's memory is the torchserve one.
+        f"max by ({BY}, pod, container) "
+        f"(tmo_memory_usage_bytes{{{sel}}} / tmo_memory_limit_bytes{{{sel}}})"
         f" > {float(mon['memoryUtilization']):g}"
     )
     errors = (
@@ -60,8 +62,9 @@ def alert_rules(obj: dict[str, Any], settings: RenderSettings) -> list[dict[str,
             "annotations": {
                 "summary": f"memory of a {ns}/{model} pod above "
                 f"{float(mon['memoryUtilization']):.0%} of its limit",
-                "description": "Pod {{ $labels.pod }} (revision {{ $labels.revision }}) uses "
-                "{{ $value | humanizePercentage }} of its memory limit.",
+                "description": "Container {{ $labels.container }} of pod {{ $labels.pod }} "
+                "(revision {{ $labels.revision }}) uses {{ $value | humanizePercentage }} "
+                "of its memory limit.",
             },
         },
         {

@@ -21,6 +21,7 @@ from starlette.routing import Route
 
 from tmo_runtime.gateway import oip
 from tmo_runtime.gateway.metrics import GatewayMetrics
+from tmo_runtime.podshare import clear_drained, mark_drained
 from tmo_runtime.torchserve import Keys, read_keys
 
 log = logging.getLogger("tmo.gateway")
@@ -51,6 +52,10 @@ class GatewayConfig:
     # Bodies are read whole before forwarding: cap them (TorchServe's own cap is 64 MiB too).
     max_body_bytes: int = 64 * 1024 * 1024
     cgroup_root: Path = field(default_factory=lambda: Path("/sys/fs/cgroup"))
+    # The memory series' `container` label for this process's own cgroup.
+    container: str = "gateway"
+    # In a pod: the directory shared with the torchserve container (tmo_runtime.podshare).
+    share_dir: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -99,7 +104,10 @@ class Gateway:
     def __init__(self, config: GatewayConfig) -> None:
         self.config = config
         self.metrics = GatewayMetrics(
-            [(m.name, m.revision) for m in config.models.values()], config.cgroup_root
+            [(m.name, m.revision) for m in config.models.values()],
+            config.cgroup_root,
+            config.container,
+            config.share_dir,
         )
         self.metrics.queue_limit.set(config.max_concurrency + config.max_queue)
         self.ready: dict[str, bool] = dict.fromkeys(config.models, False)
@@ -126,6 +134,8 @@ class Gateway:
             auto_decompress=False,
         )
         self._reload_keys()
+        if self.config.share_dir is not None:
+            clear_drained(self.config.share_dir)
         self._poller = asyncio.create_task(self._poll_ready())
 
     async def close(self) -> None:
@@ -140,6 +150,9 @@ class Gateway:
         deadline = time.monotonic() + self.config.drain_timeout_s
         while self.inflight and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
+        if self.config.share_dir is not None:
+            # TorchServe's supervisor waits for this before it stops the model server.
+            mark_drained(self.config.share_dir)
 
     @property
     def client(self) -> aiohttp.ClientSession:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -10,65 +9,63 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from tmo_runtime.cgroup import read_cgroup_memory
+from tmo_runtime.podshare import read_memory_reports
+
 # Up to 60 s: summarisation and generation requests are long; p99 gates need the tail.
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
-# cgroup v1 reports "no limit" as a page-rounded LONG_MAX.
-_V1_UNLIMITED = 1 << 62
-
-
-def parse_cgroup_value(text: str) -> float:
-    """memory.max / memory.limit_in_bytes: 'max' or a huge v1 number mean unlimited (+Inf)."""
-    value = text.strip()
-    if value == "max":
-        return math.inf
-    number = float(int(value))
-    return math.inf if number >= _V1_UNLIMITED else number
-
-
-def read_cgroup_memory(root: Path = Path("/sys/fs/cgroup")) -> tuple[float, float] | None:
-    """(usage, limit) bytes of this container's cgroup, v2 first, then v1; None if neither."""
-    candidates = (
-        (root / "memory.current", root / "memory.max"),
-        (root / "memory" / "memory.usage_in_bytes", root / "memory" / "memory.limit_in_bytes"),
-    )
-    for usage_file, limit_file in candidates:
-        try:
-            usage = parse_cgroup_value(usage_file.read_text())
-            limit = parse_cgroup_value(limit_file.read_text())
-        except (OSError, ValueError):
-            continue
-        return usage, limit
-    return None
 
 
 class CgroupMemoryCollector(Collector):
     """Read at scrape time, so the numbers are as fresh as Prometheus asks for.
 
+    One series per container: this one's cgroup, plus what the pod's other containers report
+    on the shared directory (the torchserve container, where the model's memory is charged).
     Labelled by model and revision like every tmo_* series, so the operator's alert
-    (`tmo_memory_usage_bytes / tmo_memory_limit_bytes` by namespace, model, revision, pod) joins.
+    (`tmo_memory_usage_bytes / tmo_memory_limit_bytes` by namespace, model, revision, pod,
+    container) joins.
     """
 
-    def __init__(self, root: Path, models: Sequence[tuple[str, str]]) -> None:
+    def __init__(
+        self,
+        root: Path,
+        models: Sequence[tuple[str, str]],
+        container: str = "gateway",
+        share_dir: Path | None = None,
+    ) -> None:
         self.root = root
         self.models = list(models)
+        self.container = container
+        self.share_dir = share_dir
+
+    def readings(self) -> list[tuple[str, float, float]]:
+        """(container, usage, limit) for every container with a fresh figure."""
+        found: dict[str, tuple[float, float]] = {}
+        if self.share_dir is not None:
+            for report in read_memory_reports(self.share_dir):
+                found[report.container] = (report.usage_bytes, report.limit_bytes)
+        own = read_cgroup_memory(self.root)
+        if own is not None:
+            found[self.container] = own
+        return [(c, usage, limit) for c, (usage, limit) in sorted(found.items())]
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        read = read_cgroup_memory(self.root)
-        if read is None:
+        readings = self.readings()
+        if not readings:
             return
-        usage, limit = read
-        labels = ["model", "revision"]
+        labels = ["model", "revision", "container"]
         used = GaugeMetricFamily(
-            "tmo_memory_usage_bytes", "Memory used by this pod's cgroup.", labels=labels
+            "tmo_memory_usage_bytes", "Memory used by the container's cgroup.", labels=labels
         )
         cap = GaugeMetricFamily(
             "tmo_memory_limit_bytes",
-            "Memory limit of this pod's cgroup (+Inf when unlimited).",
+            "Memory limit of the container's cgroup (+Inf when unlimited).",
             labels=labels,
         )
         for model, revision in self.models:
-            used.add_metric([model, revision], usage)
-            cap.add_metric([model, revision], limit)
+            for container, usage, limit in readings:
+                used.add_metric([model, revision, container], usage)
+                cap.add_metric([model, revision, container], limit)
         yield used
         yield cap
 
@@ -78,6 +75,8 @@ class GatewayMetrics:
         self,
         models: Sequence[tuple[str, str]] = (),
         cgroup_root: Path = Path("/sys/fs/cgroup"),
+        container: str = "gateway",
+        share_dir: Path | None = None,
     ) -> None:
         self.registry = CollectorRegistry()
         labels = ("model", "revision")
@@ -111,4 +110,4 @@ class GatewayMetrics:
             "Requests the gateway admits at once (running plus waiting) before answering 429.",
             registry=self.registry,
         )
-        self.registry.register(CgroupMemoryCollector(cgroup_root, models))
+        self.registry.register(CgroupMemoryCollector(cgroup_root, models, container, share_dir))
