@@ -261,6 +261,60 @@ def test_uri_change_rolls_a_new_revision_max_replicas_does_not(
     assert {"NewRevision", "Ready", "RevisionRetired"} <= reasons
 
 
+def _gateway_image(cluster: Cluster, ns: str, deployment: str) -> str:
+    pod = cluster.get("deployment", deployment, ns)["spec"]["template"]["spec"]
+    return str(next(c["image"] for c in pod["containers"] if c["name"] == "gateway"))
+
+
+def test_hand_edits_of_children_are_reverted(
+    cluster: Cluster, namespace: str, operator: OperatorProcess
+) -> None:
+    _apply_model(cluster, namespace, _small_model("edited"))
+    revision = _wait_ready(cluster, namespace, "edited")["status"]["revision"]
+    deployment, config = f"edited-{revision}", f"edited-{revision}-config"
+    image = _gateway_image(cluster, namespace, deployment)
+    properties = cluster.get("configmap", config, namespace)["data"]["config.properties"]
+
+    # A person's own annotation is not TMO's to judge; a swapped image and a management API
+    # opened to the network are what the TransformerModel does not say: those go.
+    cluster.kubectl("annotate", "deployment", deployment, "team/owner=ml-platform", "-n", namespace)
+    cluster.kubectl(
+        "set", "image", f"deployment/{deployment}", "gateway=evil:latest", "-n", namespace
+    )
+    opened = properties.replace("127.0.0.1", "0.0.0.0")
+    cluster.kubectl(
+        "patch", "configmap", config, "-n", namespace, "--type=merge",
+        "-p", json.dumps({"data": {"config.properties": opened}}),
+    )  # fmt: skip
+    wait_for(
+        "the gateway image restored",
+        lambda: _gateway_image(cluster, namespace, deployment) == image,
+        30,
+    )
+    wait_for(
+        "config.properties restored (at the next resync: ConfigMaps are not watched)",
+        lambda: (
+            cluster.get("configmap", config, namespace)["data"]["config.properties"] == properties
+        ),
+        30,
+    )
+    annotations = cluster.get("deployment", deployment, namespace)["metadata"]["annotations"]
+    assert annotations["team/owner"] == "ml-platform"
+    reverted = {
+        e["message"].split(" was ")[0]
+        for e in cluster.get_all("events", namespace)
+        if e["reason"] == "ChildReverted"
+    }
+    assert reverted == {f"Deployment {deployment}", f"ConfigMap {config}"}, reverted
+    # Restored once, then quiet: no fight with the kept annotation on later resyncs (once the
+    # restored rollout has settled and the status says so).
+    _wait_ready(cluster, namespace, "edited")
+    time.sleep(2)
+    writes = operator.stats()["writes_by_namespace"].get(namespace, 0)
+    time.sleep(9)
+    assert operator.stats()["writes_by_namespace"].get(namespace, 0) == writes, operator.log()
+
+
 def test_delete_garbage_collects_every_child(
     cluster: Cluster, namespace: str, operator: OperatorProcess
 ) -> None:

@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 
 from tmo.kube.client import ApiError, KubeClient
+from tmo.kube.drift import fingerprint
 from tmo.kube.settings import OperatorSettings
 from tmo.kube.status import (
     AUTOSCALING_READY,
@@ -68,6 +69,8 @@ def now_rfc3339() -> str:
 class _Applied:
     digest: str  # "" = known absent
     at: float
+    # tmo.kube.drift.fingerprint of the live child as TMO left it; "" = not known yet.
+    fingerprint: str = ""
 
 
 @dataclass
@@ -260,7 +263,10 @@ class Reconciler:
             for obj in rendered.objects:
                 if not addons.get(api_group(obj), True):
                     continue
-                live = await self._apply(obj, owner, read_first=not new_model)
+                listed = current if obj["kind"] == "Deployment" else None
+                live = await self._apply(
+                    obj, owner, read_first=not new_model, live=listed, body=body
+                )
                 if obj["kind"] == "Deployment" and live is not None:
                     current = live
             if current is not None and addons[AUTOSCALING_GROUP] and not self._seeded(current):
@@ -311,10 +317,17 @@ class Reconciler:
     # --- children ---------------------------------------------------------------------------
 
     async def _apply(
-        self, obj: dict[str, Any], owner: dict[str, Any], read_first: bool = True
+        self,
+        obj: dict[str, Any],
+        owner: dict[str, Any],
+        read_first: bool = True,
+        live: dict[str, Any] | None = None,
+        body: dict[str, Any] | None = None,
     ) -> dict[str, Any] | None:
-        """Apply unless this exact rendering is known to be applied. Returns the live object
-        when it was read or written, None when skipped on the cache."""
+        """Apply unless this exact rendering is known to be applied and unedited since.
+
+        `live`: the child as just listed (Deployments are listed on every pass), which spares a
+        read. Returns the live object when it was read or written, None when skipped."""
         # The owner's uid is part of it: a model deleted and re-created under the same name
         # gets its children re-created even though they render the same.
         digest = stable_hash([obj, owner["uid"]])
@@ -324,18 +337,22 @@ class Reconciler:
         key = (obj["apiVersion"], obj["kind"], meta["namespace"], meta["name"])
         cached = self.applied.get(key)
         fresh = cached is not None and self.clock() - cached.at < self.settings.resync_seconds * 0.9
-        if cached is not None and fresh and cached.digest == digest:
+        if live is None and cached is not None and fresh and cached.digest == digest:
             return None
-        if read_first and (cached is None or not fresh):
+        if live is None and read_first and (cached is None or not fresh):
             live = await self.client.get(
                 obj["apiVersion"], obj["kind"], meta["namespace"], meta["name"]
             )
-            live_digest = ((live or {}).get("metadata", {}).get("annotations") or {}).get(
-                names.ANNOTATION_APPLIED_HASH
-            )
-            if live is not None and live_digest == digest:
-                self.applied[key] = _Applied(digest, self.clock())
+        if live is not None and _annotation(live, names.ANNOTATION_APPLIED_HASH) == digest:
+            seen = fingerprint(obj["kind"], live)
+            known = cached.fingerprint if cached is not None and cached.digest == digest else ""
+            if not known or seen == known:
+                # As TMO left it (or first seen since a restart: taken as the baseline).
+                self.applied[key] = _Applied(digest, self.clock(), seen)
                 return live
+            edited: str | None = seen
+        else:
+            edited = None
         try:
             result = await self.client.apply(obj)
         except ApiError as e:
@@ -344,7 +361,19 @@ class Reconciler:
                 return None
             raise
         self.stats.child_writes += 1
-        self.applied[key] = _Applied(digest, self.clock())
+        after = fingerprint(obj["kind"], result)
+        self.applied[key] = _Applied(digest, self.clock(), after)
+        # Only when the apply undid something: an edit of fields TMO does not set (say,
+        # `kubectl rollout restart`'s annotation) survives it and is nobody's mistake.
+        if edited is not None and after != edited and body is not None:
+            log.info("%s %s/%s was edited outside TMO: restored", obj["kind"], *key[2:])
+            await self.event(
+                body,
+                "Warning",
+                "ChildReverted",
+                f"{obj['kind']} {meta['name']} was edited outside TMO and is restored from the "
+                "TransformerModel: change the TransformerModel instead",
+            )
         return result
 
     def _seeded(self, deployment: dict[str, Any]) -> bool:
@@ -521,6 +550,10 @@ class Reconciler:
             "child_writes": self.stats.child_writes,
             "events": self.stats.events,
         }
+
+
+def _annotation(obj: dict[str, Any], key: str) -> str | None:
+    return ((obj.get("metadata") or {}).get("annotations") or {}).get(key)
 
 
 def _older(incoming: dict[str, Any], known: dict[str, Any]) -> bool:
