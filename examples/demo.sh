@@ -78,6 +78,15 @@ run kubectl -n ml patch tm email-triage --type merge -p '{"spec":{"scaling":{"ma
 sleep 3
 run kubectl -n ml get scaledobject -o jsonpath='{range .items[*]}{.metadata.name}: min={.spec.minReplicaCount} max={.spec.maxReplicaCount}{"\n"}{end}'
 run kubectl -n ml get tm email-triage
+echo "A hand edit of a child is undone: the TransformerModel is the source of truth."
+dep=$(kubectl -n ml get deployments -l tmo.dev/model=email-triage -o jsonpath='{.items[0].metadata.name}')
+run kubectl -n ml set image "deployment/$dep" gateway=evil:latest
+for _ in $(seq 30); do
+  img=$(kubectl -n ml get deployment "$dep" -o jsonpath='{.spec.template.spec.containers[?(@.name=="gateway")].image}')
+  [ "$img" != "evil:latest" ] && break; sleep 1
+done
+run kubectl -n ml get deployment "$dep" -o jsonpath='{range .spec.template.spec.containers[*]}{.name}: {.image}{"\n"}{end}'
+run kubectl -n ml get events --field-selector reason=ChildReverted -o custom-columns=TYPE:.type,REASON:.reason,MESSAGE:.message
 
 step "4. A model developer serves a tiny random-weight model locally with 'tmo serve'"
 run tmo dev tiny-model --task text-classification --out examples/local/tiny-models/text-classification

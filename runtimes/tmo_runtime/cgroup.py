@@ -1,8 +1,9 @@
-"""Memory usage and limit of this container's cgroup (v2, else v1)."""
+"""Memory figures: this process's cgroup usage and limit (v2, else v1), and process RSS."""
 
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 # cgroup v1 reports "no limit" as a page-rounded LONG_MAX.
@@ -66,3 +67,25 @@ def read_cgroup_memory(
             continue
         return usage, limit
     return None
+
+
+def process_group_rss(pgids: set[int], pids: set[int], proc: Path = Path("/proc")) -> float:
+    """Resident bytes of the given processes plus every process in the given groups.
+
+    For `tmo serve`, where the cgroup is a whole desktop session or CI job: what the model
+    server and the gateway themselves hold is the figure a developer can act on.
+    """
+    page = os.sysconf("SC_PAGE_SIZE")
+    total = 0
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            # /proc/PID/stat: "pid (comm) state ppid pgrp ..."; comm may hold spaces and parens.
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            if int(entry.name) not in pids and int(fields[2]) not in pgids:
+                continue
+            total += int((entry / "statm").read_text().split()[1]) * page
+        except (OSError, IndexError, ValueError):
+            continue  # it exited while we looked
+    return float(total)

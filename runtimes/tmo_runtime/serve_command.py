@@ -6,14 +6,19 @@ import argparse
 import asyncio
 import json
 import logging
+import math
+import os
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tmo_runtime.fetcher import FetchError, IntegrityError, fetch
 from tmo_runtime.manifest import ManifestError, ServeSpec, load_manifests
+
+if TYPE_CHECKING:
+    from tmo_runtime.torchserve import TorchServe
 
 log = logging.getLogger("tmo.serve")
 
@@ -39,6 +44,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--job-queue-size", type=int, default=100, help="TorchServe's queue")
     parser.add_argument("--drain-timeout", type=float, default=30.0)
     parser.add_argument("--ready-timeout", type=float, default=300.0)
+
+
+def _local_memory(ts: TorchServe) -> tuple[float, float]:
+    from tmo_runtime.cgroup import process_group_rss, read_cgroup_memory
+
+    groups = {ts.process.pid} if ts.process is not None else set()
+    usage = process_group_rss(groups, {os.getpid()})
+    cgroup = read_cgroup_memory()
+    return usage, cgroup[1] if cgroup is not None else math.inf
 
 
 def _fail(message: str, code: int) -> int:
@@ -123,8 +137,10 @@ def run(args: argparse.Namespace) -> int:
         max_queue=args.max_queue,
         max_body_bytes=args.max_body_bytes,
         drain_timeout_s=args.drain_timeout,
-        # Locally TorchServe is our child, in our cgroup: one figure covers both.
+        # Locally the cgroup is the whole session or CI job: report what this process and
+        # TorchServe's process group hold, against the cgroup's limit, as one figure.
         container="tmo-serve",
+        memory_reader=lambda: _local_memory(ts),
     )
     state: dict[str, Any] = {
         "workdir": str(workdir),

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
+import sys
 import time
 import zipfile
 from pathlib import Path
@@ -15,7 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client import generate_latest
 from tmo_runtime import fetcher
-from tmo_runtime.cgroup import parse_cgroup_value, read_cgroup_memory
+from tmo_runtime.cgroup import parse_cgroup_value, process_group_rss, read_cgroup_memory
 from tmo_runtime.gateway import oip
 from tmo_runtime.gateway.metrics import GatewayMetrics
 from tmo_runtime.manifest import ManifestError, serve_spec_from_dict
@@ -325,3 +327,21 @@ def test_drain_mark(tmp_path: Path) -> None:
     clear_drained(tmp_path / "share")
     clear_drained(tmp_path / "share")  # twice: a restarted gateway finds none
     assert not drained(tmp_path / "share")
+
+
+def test_process_group_rss_counts_the_group_and_the_named_processes() -> None:
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import time; b = bytearray(32 << 20); time.sleep(30)"],
+        start_new_session=True,
+    )
+    try:
+        time.sleep(1.0)
+        group = process_group_rss({child.pid}, set())
+        mine = process_group_rss(set(), {os.getpid()})
+        assert group >= 32 << 20  # the child's 32 MiB buffer is resident
+        assert mine > 0
+        assert process_group_rss({child.pid}, {os.getpid()}) >= group + mine * 0.5
+        assert process_group_rss(set(), set()) == 0
+    finally:
+        child.kill()
+        child.wait()

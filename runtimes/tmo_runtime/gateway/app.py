@@ -20,7 +20,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from tmo_runtime.gateway import oip
-from tmo_runtime.gateway.metrics import GatewayMetrics
+from tmo_runtime.gateway.metrics import GatewayMetrics, MemoryReader
 from tmo_runtime.podshare import clear_drained, mark_drained
 from tmo_runtime.torchserve import Keys, read_keys
 
@@ -56,6 +56,8 @@ class GatewayConfig:
     container: str = "gateway"
     # In a pod: the directory shared with the torchserve container (tmo_runtime.podshare).
     share_dir: Path | None = None
+    # Overrides the cgroup reading for this process's own figure (tmo serve: its process tree).
+    memory_reader: MemoryReader | None = None
 
 
 @dataclass(frozen=True)
@@ -108,6 +110,7 @@ class Gateway:
             config.cgroup_root,
             config.container,
             config.share_dir,
+            config.memory_reader,
         )
         self.metrics.queue_limit.set(config.max_concurrency + config.max_queue)
         self.ready: dict[str, bool] = dict.fromkeys(config.models, False)

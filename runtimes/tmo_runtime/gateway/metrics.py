@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -13,6 +13,9 @@ from tmo_runtime.cgroup import read_cgroup_memory
 from tmo_runtime.podshare import read_memory_reports
 
 # Up to 60 s: summarisation and generation requests are long; p99 gates need the tail.
+# () -> (usage bytes, limit bytes), or None when there is no figure.
+MemoryReader = Callable[[], tuple[float, float] | None]
+
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 
@@ -32,11 +35,14 @@ class CgroupMemoryCollector(Collector):
         models: Sequence[tuple[str, str]],
         container: str = "gateway",
         share_dir: Path | None = None,
+        reader: MemoryReader | None = None,
     ) -> None:
         self.root = root
         self.models = list(models)
         self.container = container
         self.share_dir = share_dir
+        # Default: this process's cgroup. `tmo serve` passes its process tree's RSS instead.
+        self.reader = reader or (lambda: read_cgroup_memory(self.root))
 
     def readings(self) -> list[tuple[str, float, float]]:
         """(container, usage, limit) for every container with a fresh figure."""
@@ -44,7 +50,7 @@ class CgroupMemoryCollector(Collector):
         if self.share_dir is not None:
             for report in read_memory_reports(self.share_dir):
                 found[report.container] = (report.usage_bytes, report.limit_bytes)
-        own = read_cgroup_memory(self.root)
+        own = self.reader()
         if own is not None:
             found[self.container] = own
         return [(c, usage, limit) for c, (usage, limit) in sorted(found.items())]
@@ -77,6 +83,7 @@ class GatewayMetrics:
         cgroup_root: Path = Path("/sys/fs/cgroup"),
         container: str = "gateway",
         share_dir: Path | None = None,
+        memory_reader: MemoryReader | None = None,
     ) -> None:
         self.registry = CollectorRegistry()
         labels = ("model", "revision")
@@ -110,4 +117,6 @@ class GatewayMetrics:
             "Requests the gateway admits at once (running plus waiting) before answering 429.",
             registry=self.registry,
         )
-        self.registry.register(CgroupMemoryCollector(cgroup_root, models, container, share_dir))
+        self.registry.register(
+            CgroupMemoryCollector(cgroup_root, models, container, share_dir, memory_reader)
+        )
