@@ -66,6 +66,10 @@ def _drain_timeout() -> float:
     return float(os.environ.get("TMO_GATEWAY_DRAIN_TIMEOUT", "25"))
 
 
+def _drain_delay() -> float:
+    return float(os.environ.get("TMO_GATEWAY_DRAIN_DELAY", "5"))
+
+
 def run_torchserve(config: Path, log4j: Path, model_store: Path) -> int:
     from tmo_runtime.supervisor import SupervisorConfig
     from tmo_runtime.supervisor import run as supervise
@@ -81,7 +85,7 @@ def run_torchserve(config: Path, log4j: Path, model_store: Path) -> int:
             work_dir=Path(os.environ.get("TMPDIR", "/tmp")),
             share_dir=_share_dir(),
             cgroup_root=Path(os.environ.get("TMO_CGROUP_ROOT", "/sys/fs/cgroup")),
-            drain_wait_s=_drain_timeout() + 2.0,
+            drain_wait_s=_drain_delay() + _drain_timeout() + 2.0,
         )
     )
 
@@ -115,6 +119,7 @@ def run_gateway(manifest: Path, token_file: Path | None) -> int:
         max_concurrency=int(env.get("TMO_GATEWAY_MAX_CONCURRENCY", "16")),
         max_queue=int(env.get("TMO_GATEWAY_MAX_QUEUE", "64")),
         drain_timeout_s=_drain_timeout(),
+        drain_delay_s=_drain_delay(),
         cgroup_root=Path(env.get("TMO_CGROUP_ROOT", "/sys/fs/cgroup")),
         share_dir=_share_dir(),
     )

@@ -42,7 +42,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-queue", type=int, default=64)
     parser.add_argument("--max-body-bytes", type=int, default=64 * 1024 * 1024)
     parser.add_argument("--job-queue-size", type=int, default=100, help="TorchServe's queue")
-    parser.add_argument("--drain-timeout", type=float, default=30.0)
+    parser.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=30.0,
+        help="on SIGTERM/Ctrl-C, wait this long for admitted requests to finish (default 30)",
+    )
+    parser.add_argument(
+        "--drain-delay",
+        type=float,
+        default=0.0,
+        help="on SIGTERM, keep answering this long while /readyz says 503, before refusing new "
+        "requests (behind a load balancer: its time to stop routing here; default 0)",
+    )
     parser.add_argument("--ready-timeout", type=float, default=300.0)
 
 
@@ -137,6 +149,7 @@ def run(args: argparse.Namespace) -> int:
         max_queue=args.max_queue,
         max_body_bytes=args.max_body_bytes,
         drain_timeout_s=args.drain_timeout,
+        drain_delay_s=args.drain_delay,
         # Locally the cgroup is the whole session or CI job: report what this process and
         # TorchServe's process group hold, against the cgroup's limit, as one figure.
         container="tmo-serve",

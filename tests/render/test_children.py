@@ -166,3 +166,7 @@ def test_containers_run_the_runtime_entry_points(manifest: dict[str, Any]) -> No
     env = {e["name"]: e.get("value") for e in by_name["gateway"]["env"]}
     assert env["TMO_TORCHSERVE_URL"] == "http://127.0.0.1:8085"
     assert env["TMO_GATEWAY_PORT"] == "8080" and env["TMO_GATEWAY_METRICS_PORT"] == "9090"
+    # kubelet's SIGKILL comes after the grace period: the gateway's delay and drain, and then
+    # TorchServe's stop, must fit in it.
+    drain = float(env["TMO_GATEWAY_DRAIN_DELAY"]) + float(env["TMO_GATEWAY_DRAIN_TIMEOUT"])
+    assert pod["terminationGracePeriodSeconds"] >= drain + 10

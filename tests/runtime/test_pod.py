@@ -129,6 +129,7 @@ def test_rendered_pod_serves_reports_memory_and_drains(tiny_models: Path) -> Non
     urls = {
         "TMO_TORCHSERVE_URL": f"http://127.0.0.1:{settings.inference_port}",
         "TMO_TORCHSERVE_MANAGEMENT_URL": f"http://127.0.0.1:{settings.management_port}",
+        "TMO_GATEWAY_DRAIN_DELAY": "3",  # shorter than the pod's, same behaviour
     }
     logs = paths.root / "torchserve.log"
     with logs.open("wb") as ts_log:
@@ -211,6 +212,16 @@ def test_rendered_pod_serves_reports_memory_and_drains(tiny_models: Path) -> Non
         assert _inflight(metrics_url) == len(threads)
         torchserve.send_signal(signal.SIGTERM)
         gateway.send_signal(signal.SIGTERM)
+        # During the drain delay the pod is not ready (the Service stops routing to it) but a
+        # request that was routed here meanwhile is still served, not refused.
+        for _ in range(40):
+            if httpx.get(metrics_url.replace("/metrics", "/readyz"), timeout=2).status_code == 503:
+                break
+            time.sleep(0.05)
+        else:
+            raise AssertionError("/readyz still 200 after SIGTERM")
+        late = httpx.post(f"{url}/predictions/{MODEL}", json=body, headers=auth, timeout=120)
+        assert late.status_code == 200, late.text
         for t in threads:
             t.join(120)
         assert results == [200] * len(threads), results

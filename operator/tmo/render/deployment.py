@@ -16,6 +16,10 @@ from tmo.render.settings import RenderSettings
 
 RUN_AS = 1000
 SHARE_DIR = "/tmp/tmo"
+DRAIN_DELAY_S = 5
+DRAIN_TIMEOUT_S = 25
+# Delay + drain + TorchServe's own stop (its supervisor gives it up to 15 s, usually ~1 s).
+TERMINATION_GRACE_S = DRAIN_DELAY_S + DRAIN_TIMEOUT_S + 15
 GPU_RESOURCE = "nvidia.com/gpu"
 # The gateway is a small asyncio proxy: it needs little, and must never be starved by the model.
 GATEWAY_RESOURCES = {
@@ -69,6 +73,10 @@ def _env(obj: dict[str, Any], revision: str, settings: RenderSettings) -> list[d
         # Where the torchserve and gateway containers leave each other memory figures and the
         # drain mark (tmo_runtime.podshare): on the shared /tmp emptyDir.
         {"name": "TMO_SHARE_DIR", "value": SHARE_DIR},
+        # On SIGTERM the gateway stays up (not ready) for the delay while the endpoints drop
+        # the pod, then finishes what it admitted within the timeout; TorchServe outlives both.
+        {"name": "TMO_GATEWAY_DRAIN_DELAY", "value": str(DRAIN_DELAY_S)},
+        {"name": "TMO_GATEWAY_DRAIN_TIMEOUT", "value": str(DRAIN_TIMEOUT_S)},
     ]
 
 
@@ -200,7 +208,7 @@ def render_pod_template(
         "securityContext": pod_security_context(),
         "initContainers": [fetch],
         "containers": [torchserve, gateway],
-        "terminationGracePeriodSeconds": 30,
+        "terminationGracePeriodSeconds": TERMINATION_GRACE_S,
         "volumes": [
             {"name": "config", "configMap": {"name": names.config_map_name(name, revision)}},
             {"name": "tmp", "emptyDir": {}},

@@ -48,6 +48,10 @@ class GatewayConfig:
     request_timeout_s: float = 130.0
     retry_after_s: int = 1
     drain_timeout_s: float = 30.0
+    # After SIGTERM, keep answering (while /readyz says 503) this long before refusing new
+    # requests: Kubernetes takes a few seconds to drop the pod from the Service's endpoints,
+    # and requests routed there meanwhile would otherwise fail (and trip the error-rate gate).
+    drain_delay_s: float = 0.0
     ready_poll_s: float = 1.0
     # Bodies are read whole before forwarding: cap them (TorchServe's own cap is 64 MiB too).
     max_body_bytes: int = 64 * 1024 * 1024
@@ -114,7 +118,8 @@ class Gateway:
         )
         self.metrics.queue_limit.set(config.max_concurrency + config.max_queue)
         self.ready: dict[str, bool] = dict.fromkeys(config.models, False)
-        self.draining = False
+        self.stopping = False  # SIGTERM seen: not ready, still answering for drain_delay_s
+        self.draining = False  # refusing new requests, finishing admitted ones
         self.inflight = 0
         self.waiting = 0
         self._slots = asyncio.Semaphore(config.max_concurrency)
@@ -148,7 +153,11 @@ class Gateway:
             await self._client.close()
 
     async def drain(self) -> None:
-        """Stop taking work, then wait for what is in flight (bounded)."""
+        """Report not ready, keep serving for the drain delay, then stop taking work and wait
+        for what is in flight (bounded)."""
+        self.stopping = True
+        if self.config.drain_delay_s > 0:
+            await asyncio.sleep(self.config.drain_delay_s)
         self.draining = True
         deadline = time.monotonic() + self.config.drain_timeout_s
         while self.inflight and time.monotonic() < deadline:
@@ -219,7 +228,7 @@ class Gateway:
             await asyncio.sleep(self.config.ready_poll_s)
 
     def all_ready(self) -> bool:
-        return not self.draining and all(self.ready.values())
+        return not self.stopping and all(self.ready.values())
 
     # -- auth and admission ----------------------------------------------------------------
 
@@ -398,7 +407,7 @@ def build_api_app(gw: Gateway) -> Starlette:
         route = authorized_route(request)
         if isinstance(route, Response):
             return route
-        ready = gw.ready[route.name] and not gw.draining
+        ready = gw.ready[route.name] and not gw.stopping
         return JSONResponse({"name": route.name, "ready": ready}, 200 if ready else 400)
 
     async def v2_infer(request: Request) -> Response:
@@ -459,7 +468,7 @@ def probe_routes(gw: Gateway) -> list[Route]:
     async def readyz(request: Request) -> Response:
         ready = gw.all_ready()
         return JSONResponse(
-            {"ready": ready, "models": gw.ready, "draining": gw.draining}, 200 if ready else 503
+            {"ready": ready, "models": gw.ready, "draining": gw.stopping}, 200 if ready else 503
         )
 
     return [Route("/livez", livez), Route("/readyz", readyz)]

@@ -69,7 +69,12 @@ async def serve_gateway(
 
     async def watch() -> None:
         await stop.wait()
-        log.info("signal received: draining (%d in flight)", gw.inflight)
+        log.info(
+            "signal received: not ready; refusing new requests in %.0fs, then draining "
+            "(%d in flight)",
+            gw.config.drain_delay_s,
+            gw.inflight,
+        )
         await gw.drain()
         api.should_exit = True
         metrics.should_exit = True
@@ -138,6 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--max-concurrency", type=int, default=16)
     p.add_argument("--max-queue", type=int, default=64)
     p.add_argument("--drain-timeout", type=float, default=30.0)
+    p.add_argument("--drain-delay", type=float, default=0.0)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     # httpx (the fetcher's client) logs every call at INFO.
@@ -151,6 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_concurrency=args.max_concurrency,
         max_queue=args.max_queue,
         drain_timeout_s=args.drain_timeout,
+        drain_delay_s=args.drain_delay,
     )
     run_event_loop(serve_gateway(config, args.host, args.port, args.metrics_port))
     return 0
