@@ -141,3 +141,10 @@ def wav_bytes(seconds: float = 0.5, rate: int = 16000) -> bytes:
 
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
+
+
+def inflight(metrics_url: str) -> float:
+    """tmo_inflight_requests summed over models, from a gateway's /metrics URL."""
+    text = httpx.get(metrics_url, timeout=2).text
+    lines = [line for line in text.splitlines() if line.startswith("tmo_inflight_requests{")]
+    return sum(float(line.rsplit(" ", 1)[1]) for line in lines)

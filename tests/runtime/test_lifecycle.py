@@ -15,7 +15,7 @@ import pytest
 import yaml
 from tmo_runtime.fetcher import tree_sha256
 
-from tests.runtime.helpers import REPO, TMO, Served, manifest, start_serve, wait_ready
+from tests.runtime.helpers import REPO, TMO, inflight, manifest, start_serve, wait_ready
 
 pytestmark = pytest.mark.slow
 
@@ -102,10 +102,10 @@ def test_sigterm_drains_in_flight_requests_and_stops_every_child(
         # that reaches the gateway after SIGTERM is rightly refused with 503, so signalling
         # earlier makes the outcome depend on thread scheduling.
         for _ in range(400):
-            if _inflight(served) == len(threads):
+            if inflight(served.metrics_url + "/metrics") == len(threads):
                 break
             time.sleep(0.05)
-        assert _inflight(served) == len(threads)
+        assert inflight(served.metrics_url + "/metrics") == len(threads)
         served.process.send_signal(signal.SIGTERM)
         for t in threads:
             t.join(120)
@@ -116,9 +116,3 @@ def test_sigterm_drains_in_flight_requests_and_stops_every_child(
             os.killpg(ts_pid, 0)  # TorchServe's whole process group is gone
     finally:
         served.stop()
-
-
-def _inflight(served: Served) -> float:
-    text = httpx.get(served.metrics_url + "/metrics", timeout=2).text
-    lines = [line for line in text.splitlines() if line.startswith("tmo_inflight_requests{")]
-    return sum(float(line.rsplit(" ", 1)[1]) for line in lines)

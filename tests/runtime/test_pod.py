@@ -32,7 +32,7 @@ from tmo_runtime.ts_config import (
     render_log4j2_xml,
 )
 
-from tests.runtime.helpers import REPO, manifest
+from tests.runtime.helpers import REPO, inflight, manifest
 
 pytestmark = pytest.mark.slow
 
@@ -73,12 +73,6 @@ class PodPaths:
         # Literal values only: Secret references are given as overrides, as kubelet would.
         rendered = {e["name"]: self.local(e["value"]) for e in container["env"] if "value" in e}
         return {**os.environ, **rendered, **overrides}
-
-
-def _inflight(metrics_url: str) -> float:
-    text = httpx.get(metrics_url, timeout=2).text
-    lines = [line for line in text.splitlines() if line.startswith("tmo_inflight_requests{")]
-    return sum(float(line.rsplit(" ", 1)[1]) for line in lines)
 
 
 def _memory_series(metrics_url: str) -> dict[str, float]:
@@ -206,10 +200,10 @@ def test_rendered_pod_serves_reports_memory_and_drains(tiny_models: Path) -> Non
         for t in threads:
             t.start()
         for _ in range(400):
-            if _inflight(metrics_url) == len(threads):
+            if inflight(metrics_url) == len(threads):
                 break
             time.sleep(0.05)
-        assert _inflight(metrics_url) == len(threads)
+        assert inflight(metrics_url) == len(threads)
         torchserve.send_signal(signal.SIGTERM)
         gateway.send_signal(signal.SIGTERM)
         # During the drain delay the pod is not ready (the Service stops routing to it) but a
