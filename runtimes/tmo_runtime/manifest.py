@@ -17,7 +17,7 @@ import yaml
 from pydantic import ValidationError
 from tmo.api import TransformerModel
 
-from tmo_runtime.ts_config import ModelEntry
+from tmo_runtime.ts_config import HandlerSettings, ModelEntry
 
 KIND = "TransformerModel"
 
@@ -54,6 +54,15 @@ class ServeSpec:
             batch_size=self.batch_size,
             max_batch_delay_ms=self.max_batch_delay_ms,
             response_timeout_s=self.response_timeout_s,
+        )
+
+    def handler_settings(self) -> HandlerSettings:
+        """What TMO's TorchServe handler reads from the packaged model (task, dtype, window)."""
+        return HandlerSettings(
+            task=self.task,
+            precision=self.precision,
+            attention=self.attention,
+            max_sequence_length=self.max_sequence_length,
         )
 
 

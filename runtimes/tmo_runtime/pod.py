@@ -33,7 +33,6 @@ def _spec(path: Path) -> ServeSpec:
 def run_fetch(manifest: Path, model_store: Path) -> int:
     """Fetch, verify and package as `<name>.mar`: the store is then mounted read-only."""
     from tmo_runtime.packaging import package_huggingface
-    from tmo_runtime.ts_config import HandlerSettings
 
     spec = _spec(manifest)
     entry = spec.model_entry()
@@ -44,13 +43,7 @@ def run_fetch(manifest: Path, model_store: Path) -> int:
             model_store.mkdir(parents=True, exist_ok=True)
             target.write_bytes(path.read_bytes())  # a copy: the temp dir goes away
         elif spec.model_format == "huggingface":
-            handler = HandlerSettings(
-                task=spec.task,
-                precision=spec.precision,
-                attention=spec.attention,
-                max_sequence_length=spec.max_sequence_length,
-            )
-            package_huggingface(path, model_store, entry, handler, archive=True)
+            package_huggingface(path, model_store, entry, spec.handler_settings(), archive=True)
         else:
             raise FetchError(f"model.format {spec.model_format} is not served yet")
     log.info("%s: fetched %s into %s", spec.name, spec.model_uri, model_store)

@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     from tmo_runtime.gateway.server import run_event_loop, serve_gateway
     from tmo_runtime.packaging import package_huggingface, place_mar
     from tmo_runtime.torchserve import TorchServe, free_port
-    from tmo_runtime.ts_config import HandlerSettings, TorchServeSettings
+    from tmo_runtime.ts_config import TorchServeSettings
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     # httpx (the fetcher's client) logs every call at INFO.
@@ -118,12 +118,7 @@ def run(args: argparse.Namespace) -> int:
         if spec.model_format == "mar":
             entries.append(place_mar(path, store, entry))
         elif spec.model_format == "huggingface":
-            handler = HandlerSettings(
-                task=spec.task,
-                precision=spec.precision,
-                attention=spec.attention,
-                max_sequence_length=spec.max_sequence_length,
-            )
+            handler = spec.handler_settings()
             entries.append(package_huggingface(path, store, entry, handler, archive=args.archive))
         else:
             return _fail(f"{spec.name}: model.format {spec.model_format} is not served yet", 2)
