@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "validate": ("tmo.commands.validate", "check TransformerModel/Rollout manifests offline"),
     "render": ("tmo.commands.render", "print the child objects of TransformerModels as YAML"),
     "operator": ("tmo.commands.operator", "run the TMO operator (kopf) against a cluster"),
+    "rollout": ("tmo.commands.rollout", "show, promote, abort or retry canary Rollouts"),
     "serve": ("tmo_runtime.serve_command", "serve manifests locally via TorchServe + gateway"),
     "dev": ("tmo_runtime.dev_command", "developer helpers: tiny offline models, artifact sha256"),
 }

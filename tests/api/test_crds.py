@@ -90,7 +90,7 @@ def test_names_columns_subresource(crd: dict[str, Any]) -> None:
         assert columns == ["Ready", "Revision", "Replicas", "URL", "Age"]
     else:
         assert names["shortNames"] == ["tmro"]
-        assert columns == ["Phase", "Step", "Weight", "Stable", "Canary", "Age"]
+        assert columns == ["Phase", "Step", "Weight", "Stable", "Canary", "Verdict", "Age"]
 
 
 def test_defaults_on_sections(crd: dict[str, Any]) -> None:

@@ -57,3 +57,31 @@ def test_status_of_an_older_generation_is_progressing() -> None:
 
 def test_no_status_yet_is_progressing() -> None:
     assert _health(_model(None))[0] == "Progressing"
+
+
+# --- Rollout: DESIGN §2's table, with the conditions the state machine writes ---------------
+
+
+def _rollout(phase: str, reason: str = "", stalled: bool = False) -> dict[str, Any]:
+    from tmo.rollout import rollout_conditions
+
+    conditions = rollout_conditions(
+        phase, None, reason, f"phase {phase}", 3, stalled=stalled, previous=[], now=NOW
+    )
+    return _model({"observedGeneration": 3, "phase": phase, "conditions": conditions})
+
+
+def test_rollout_phases_read_as_the_design_table_says() -> None:
+    assert _health(_rollout("Progressing"))[0] == "Progressing"
+    assert _health(_rollout("Promoting"))[0] == "Progressing"
+    assert _health(_rollout("Paused", "AwaitingApproval"))[0] == "Suspended"
+    assert _health(_rollout("Paused", "Paused"))[0] == "Suspended"
+    # Held by measurement errors: not suspended by a person, and resumes by itself.
+    assert _health(_rollout("Paused", "AnalysisError"))[0] == "Progressing"
+    assert _health(_rollout("Succeeded"))[0] == "Healthy"
+    assert _health(_rollout("Idle"))[0] == "Healthy"
+    status, message = _health(_rollout("RolledBack"))
+    assert status == "Degraded" and message.startswith("AnalysisFailed")
+    assert _health(_rollout("Aborted"))[0] == "Degraded"
+    status, message = _health(_rollout("Idle", "TargetNotFound", stalled=True))
+    assert status == "Degraded" and message.startswith("TargetNotFound")

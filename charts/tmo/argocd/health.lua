@@ -46,7 +46,8 @@ if ready ~= nil and ready.status == "True" then
   return hs
 end
 
-if ready ~= nil and ready.reason == "AwaitingApproval" then
+-- A Rollout waiting for `tmo rollout promote` (pause: {}) or held by spec.paused.
+if ready ~= nil and (ready.reason == "AwaitingApproval" or ready.reason == "Paused") then
   hs.status = "Suspended"
   hs.message = ready.message or "Waiting for approval: tmo rollout promote"
   return hs

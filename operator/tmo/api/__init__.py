@@ -46,6 +46,8 @@ from tmo.api.naming import (
     short_revision,
 )
 from tmo.api.rollout import (
+    ACTION_ANNOTATION,
+    ActionRecord,
     Analysis,
     AnalysisStatus,
     Canary,
@@ -76,6 +78,7 @@ from tmo.api.transformermodel import (
 )
 
 __all__ = [
+    "ACTION_ANNOTATION",
     "ANALYSIS_PASSING",
     "API_VERSION",
     "CANARY",
@@ -96,6 +99,7 @@ __all__ = [
     "STALLED",
     "VERSION",
     "APIModel",
+    "ActionRecord",
     "Analysis",
     "AnalysisStatus",
     "Auth",

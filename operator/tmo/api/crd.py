@@ -132,6 +132,7 @@ _PRINTER_COLUMNS: dict[str, list[dict[str, Any]]] = {
         {"name": "Weight", "type": "integer", "jsonPath": ".status.canaryWeight"},
         {"name": "Stable", "type": "string", "jsonPath": ".status.stableRevision"},
         {"name": "Canary", "type": "string", "jsonPath": ".status.canaryRevision"},
+        {"name": "Verdict", "type": "string", "jsonPath": ".status.analysis.verdict"},
         _AGE,
     ],
 }

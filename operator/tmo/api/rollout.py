@@ -29,6 +29,13 @@ Router = Literal["gatewayAPI", "replicas"]
 BuiltinMetric = Literal["latencyP50", "latencyP95", "latencyP99", "memoryUtilization", "errorRate"]
 Phase = Literal["Idle", "Progressing", "Paused", "Promoting", "Succeeded", "RolledBack", "Aborted"]
 Verdict = Literal["Passed", "Failed", "Inconclusive", "Error"]
+ActionType = Literal["promote", "abort", "retry"]
+
+# Imperative actions (`tmo rollout promote|abort|retry`) are this annotation on the Rollout, a
+# JSON object {"action": "promote", "id": "...", "by": "...", "at": "RFC 3339"}. It is metadata,
+# never spec, so it makes no Git drift; the operator acts once per id and records the id in
+# status.lastAction, so a restart never repeats an action.
+ACTION_ANNOTATION: Final = "tmo.dev/rollout-action"
 
 
 class TargetReference(APIModel):
@@ -255,6 +262,9 @@ class AnalysisStatus(StatusModel):
     """Outcome of the latest run."""
     last_run_time: Annotated[str, Field(json_schema_extra={"format": "date-time"})] | None = None
     """When the latest run happened."""
+    summary: Annotated[str, Field(max_length=1024)] = ""
+    """The latest run in one line: the failing metrics with values and thresholds, or why
+    there is no verdict (too few canary requests, measurement errors)."""
     passed: Annotated[int, Field(ge=0)] = 0
     """Passed runs for this canary."""
     failed: Annotated[int, Field(ge=0)] = 0
@@ -265,6 +275,25 @@ class AnalysisStatus(StatusModel):
     """Errored runs in a row (compared with maxConsecutiveErrors)."""
     measurements: Annotated[list[Measurement], Field(max_length=64)] = Field(default_factory=list)
     """The latest measurements, newest last."""
+
+
+class ActionRecord(StatusModel):
+    """An imperative action (promote, abort, retry) the operator has carried out."""
+
+    action: ActionType
+    """promote, abort or retry."""
+    id: Annotated[str, Field(max_length=128)]
+    """The action's id from the tmo.dev/rollout-action annotation (acted on once)."""
+    by: Annotated[str, Field(max_length=256)] = ""
+    """Who asked for it (the user the CLI authenticated as)."""
+    requested_at: Annotated[str, Field(json_schema_extra={"format": "date-time"})] | None = None
+    """When it was asked for (RFC 3339)."""
+    handled_at: Annotated[str, Field(json_schema_extra={"format": "date-time"})]
+    """When the operator acted on it (RFC 3339)."""
+    result: Annotated[str, Field(max_length=1024)] = ""
+    """What it did, or why it did nothing."""
+    step: Annotated[int, Field(ge=0)] | None = None
+    """promote: the step it approved (a pause without duration passes once approved)."""
 
 
 class RolloutStatus(StatusModel):
@@ -282,6 +311,15 @@ class RolloutStatus(StatusModel):
     """Index of the step in progress."""
     canary_weight: Annotated[int, Field(ge=0, le=100)] | None = None
     """Percentage of traffic on the canary."""
+    canary_started_at: Annotated[str, Field(json_schema_extra={"format": "date-time"})] | None = (
+        None
+    )
+    """When the current canary started (RFC 3339)."""
+    step_started_at: Annotated[str, Field(json_schema_extra={"format": "date-time"})] | None = None
+    """When the current step started (RFC 3339): pause durations count from it, so an operator
+    restart never restarts a pause."""
+    last_action: ActionRecord | None = None
+    """The latest imperative action (promote, abort, retry) carried out."""
     message: Annotated[str, Field(max_length=32768)] = ""
     """What is happening, for people."""
     analysis: AnalysisStatus | None = None

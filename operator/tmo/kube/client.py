@@ -30,6 +30,8 @@ PLURALS = {
     "PrometheusRule": "prometheusrules",
     "HTTPRoute": "httproutes",
     "TransformerModel": "transformermodels",
+    "Rollout": "rollouts",
+    "SelfSubjectReview": "selfsubjectreviews",
 }
 IN_CLUSTER_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
 WRITE_VERBS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -209,6 +211,17 @@ class KubeClient:
             "PATCH",
             resource_path(api_version, kind, namespace, name) + "/status",
             body={"status": status},
+            content_type="application/merge-patch+json",
+        )
+
+    async def merge_patch(
+        self, api_version: str, kind: str, namespace: str, name: str, body: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """A JSON merge patch of the object (the CLI sets one annotation with it)."""
+        return await self._request(
+            "PATCH",
+            resource_path(api_version, kind, namespace, name),
+            body=body,
             content_type="application/merge-patch+json",
         )
 

@@ -69,12 +69,19 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
         if reconciler is not None:
             if settings.stats_file:
                 _dump(reconciler, settings.stats_file)
-            await reconciler.client.close()
+            await reconciler.close()
 
     @kopf.on.event(names.GROUP, names.VERSION, names.PLURAL, registry=registry)
     # async: kopf runs sync handlers in threads, and the reconciler schedules asyncio tasks.
     async def on_model(type: str, body: kopf.Body, **_: Any) -> None:
         holder["reconciler"].on_model_event(type, _plain(body))
+
+    @kopf.on.event(names.GROUP, names.VERSION, "rollouts", registry=registry)
+    async def on_rollout(type: str, body: kopf.Body, **_: Any) -> None:
+        obj = _plain(body)
+        obj.setdefault("apiVersion", names.API_VERSION)
+        obj.setdefault("kind", "Rollout")
+        holder["reconciler"].on_rollout_event(type, obj)
 
     @kopf.on.event(
         "apps",

@@ -20,8 +20,20 @@ from typing import Any
 
 import httpx
 
+from tmo.api.rollout import RolloutSpec, RolloutStatus
 from tmo.kube.client import ApiError, KubeClient
 from tmo.kube.drift import fingerprint
+from tmo.kube.rollouts import (
+    RolloutIndex,
+    deployments_by_revision,
+    key_of,
+    merge_patch,
+    parse_rollout,
+    ready_replicas,
+    same_status,
+    spec_replicas,
+    target_of,
+)
 from tmo.kube.settings import OperatorSettings
 from tmo.kube.status import (
     AUTOSCALING_READY,
@@ -31,6 +43,7 @@ from tmo.kube.status import (
     DeploymentState,
     Observation,
     Problem,
+    RolloutView,
     compute_status,
     status_changed,
 )
@@ -44,6 +57,18 @@ from tmo.render.children import (
 )
 from tmo.render.revision import stable_hash
 from tmo.render.service import model_url
+from tmo.render.traffic import Serving
+from tmo.rollout import (
+    LIVE,
+    AnalysisResult,
+    Decision,
+    TrafficPlan,
+    analysis_due,
+    next_state,
+    parse_action,
+)
+from tmo.rollout import Observation as RolloutObservation
+from tmo.rollout import Problem as RolloutProblem
 
 log = logging.getLogger("tmo.operator")
 
@@ -79,6 +104,9 @@ class _KeyState:
     dirty: bool = False
     attempts: int = 0
     timer: asyncio.TimerHandle | None = None
+    # A Rollout's next due moment (a pause ends, an analysis run is due).
+    wake: asyncio.TimerHandle | None = None
+    wake_after: float | None = None
     own_status_rv: str | None = None
 
 
@@ -89,6 +117,8 @@ class Stats:
     status_writes: int = 0
     child_writes: int = 0
     events: int = 0
+    rollout_status_writes: int = 0
+    analysis_runs: int = 0
     extra: dict[str, int] = field(default_factory=dict)
 
 
@@ -107,6 +137,10 @@ class Reconciler:
         self.applied: dict[tuple[str, str, str, str], _Applied] = {}
         self.addons: dict[str, tuple[bool, float]] = {}
         self.secrets_seen: dict[tuple[str, str], float] = {}
+        self.rollouts = RolloutIndex()
+        # resourceVersions of the operator's own Rollout status writes: their echoes are no news.
+        self.rollout_status_rv: dict[Key, str] = {}
+        self._prometheus: Any = None
         self.stats = Stats()
         self._sem = asyncio.Semaphore(settings.concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
@@ -130,6 +164,25 @@ class Reconciler:
         if state.own_status_rv and body["metadata"].get("resourceVersion") == state.own_status_rv:
             return  # the echo of our own status write: nothing new to act on
         self.trigger(key)
+
+    def on_rollout_event(self, event_type: str | None, body: dict[str, Any]) -> None:
+        """A Rollout changed: reconcile the model it targets (the model's pass decides both)."""
+        key = key_of(body)
+        target = target_of(body)
+        if event_type == "DELETED":
+            self.rollouts.pop(key)
+            self.rollout_status_rv.pop(key, None)
+        else:
+            known = self.rollouts.bodies.get(key)
+            if known is not None and _older(body, known):
+                return
+            previous_target = self.rollouts.put(body)
+            if previous_target:
+                self.trigger((key[0], previous_target))
+            if body["metadata"].get("resourceVersion") == self.rollout_status_rv.get(key):
+                return  # the echo of our own status write
+        if target:
+            self.trigger((key[0], target))
 
     def on_child_event(self, event_type: str | None, body: dict[str, Any]) -> None:
         meta = body["metadata"]
@@ -195,6 +248,12 @@ class Reconciler:
     async def _reconcile_guarded(self, key: Key, state: _KeyState) -> None:
         body = self.bodies.get(key)
         if body is None:
+            if self.rollouts.targeting(*key):
+                async with self._sem:
+                    try:
+                        await self._orphan_rollouts(key)
+                    except (ApiError, httpx.HTTPError) as e:
+                        log.warning("rollouts of missing model %s/%s: %s", *key, e)
             return
         async with self._sem:
             self.stats.reconciles += 1
@@ -210,6 +269,11 @@ class Reconciler:
                 delay = self._schedule_retry(key, state)
                 log.exception("reconcile %s/%s crashed (retry in %.0fs)", *key, delay)
                 return
+        if state.wake_after is not None:
+            if state.wake:
+                state.wake.cancel()
+            state.wake = asyncio.get_running_loop().call_later(state.wake_after, self.trigger, key)
+            state.wake_after = None
         if retry:
             self._schedule_retry(key, state)
         else:
@@ -252,6 +316,28 @@ class Reconciler:
         deployments = await self.client.list(
             "apps/v1", "Deployment", ns, f"{names.LABEL_MODEL}={name}"
         )
+        # A Rollout governs this model: its state machine decides which revisions run and how
+        # traffic splits; the children are rendered to match (tmo.rollout, tmo.render.traffic).
+        targeting = self.rollouts.targeting(ns, name)
+        governing = targeting[0] if targeting else None
+        for other in targeting[1:]:
+            await self._conflict(other, governing)
+        decision: Decision | None = None
+        serving: Serving | None = None
+        if governing is not None and problem is None:
+            decision = await self._decide(body, governing, rendered.revision, deployments)
+            if decision.traffic is not None:
+                t = decision.traffic
+                router = ((governing.get("spec") or {}).get("traffic") or {}).get(
+                    "router", "gatewayAPI"
+                )
+                serving = Serving(t.stable, t.canary, t.weight, t.canary_replicas, router)
+                rendered = render_children(
+                    body,
+                    self.settings.render,
+                    autoscaler_owns_replicas=addons[AUTOSCALING_GROUP],
+                    serving=serving,
+                )
         current_name = names.deployment_name(name, rendered.revision)
         current = next((d for d in deployments if d["metadata"]["name"] == current_name), None)
         old = [d for d in deployments if d["metadata"]["name"] != current_name]
@@ -269,10 +355,49 @@ class Reconciler:
                 )
                 if obj["kind"] == "Deployment" and live is not None:
                     current = live
-            if current is not None and addons[AUTOSCALING_GROUP] and not self._seeded(current):
+            is_canary = serving is not None and rendered.revision == serving.canary
+            if current is not None and is_canary and addons[AUTOSCALING_GROUP]:
+                assert serving is not None
+                current = await self._scale_canary(current, serving.canary_replicas) or current
+            elif current is not None and addons[AUTOSCALING_GROUP] and not self._seeded(current):
                 current = await self._seed_replicas(body, current, old) or current
             if addons[ROUTING_GROUP] and not rendered.of_kind("HTTPRoute"):
                 await self._ensure_absent("gateway.networking.k8s.io/v1", "HTTPRoute", ns, name)
+
+        if governing is not None and decision is not None:
+            # Written before anything is deleted: a restart resumes from this status, so a
+            # revision is never deleted while the status still names it stable or canary.
+            await self._write_rollout_status(governing, decision, state)
+        if serving is not None and governing is not None and decision is not None:
+            keep = {serving.stable, serving.canary}
+            by_revision = deployments_by_revision(deployments)
+            gone = [d for r, d in by_revision.items() if r not in keep]
+            if gone:
+                await self._retire(body, gone)
+            own = (
+                current
+                if current is not None and current["metadata"]["name"] == current_name
+                else None
+            )
+            stable = own if rendered.revision == serving.stable else None
+            stable = stable or by_revision.get(serving.stable)
+            canary = own if serving.canary and rendered.revision == serving.canary else None
+            running = [d for d in (stable, canary) if d is not None]
+            obs = Observation(
+                generation=generation,
+                revision=rendered.revision,
+                url=rendered.url,
+                current=DeploymentState.from_object(stable) if stable is not None else None,
+                replicas=sum(int((d.get("status") or {}).get("replicas", 0)) for d in running),
+                ready_replicas=sum(
+                    int((d.get("status") or {}).get("readyReplicas", 0)) for d in running
+                ),
+                rollout=_rollout_view(governing, decision, rendered.revision),
+                autoscaling_installed=addons[AUTOSCALING_GROUP],
+                monitoring_installed=addons[MONITORING_GROUP],
+            )
+            await self._write_status(body, state, obs)
+            return False
 
         current_state = DeploymentState.from_object(current) if current is not None else None
         if old and current_state is not None and current_state.complete and problem is None:
@@ -296,6 +421,202 @@ class Reconciler:
         )
         await self._write_status(body, state, obs)
         return problem is not None
+
+    # --- rollouts ---------------------------------------------------------------------------
+
+    async def _decide(
+        self,
+        model: dict[str, Any],
+        rollout: dict[str, Any],
+        desired: str,
+        deployments: list[dict[str, Any]],
+    ) -> Decision:
+        """Observe what the Rollout's state machine needs (an analysis run when one is due),
+        and ask it for the next state."""
+        parsed = parse_rollout(rollout)
+        status = parsed.status
+        by_revision = deployments_by_revision(deployments)
+        generation = int(rollout["metadata"].get("generation", 1))
+        now = datetime.datetime.now(datetime.UTC)
+        problem = parsed.problem
+        spec = parsed.spec
+        if spec is not None and problem is None:
+            problem = self._rollout_problem(spec, model)
+        analysis: AnalysisResult | None = None
+        if spec is not None and problem is None and analysis_due(spec, status, now):
+            analysis, problem = await self._analyse(spec, status, model, now)
+        stable_dep = by_revision.get(status.stable_revision or "")
+        canary_dep = by_revision.get(status.canary_revision or "")
+        obs = RolloutObservation(
+            now=now,
+            desired=desired,
+            canary_ready=ready_replicas(canary_dep),
+            stable_replicas=max(spec_replicas(stable_dep), 1),
+            analysis=analysis,
+            action=parse_action(rollout["metadata"].get("annotations")),
+            problem=problem,
+            # A stable revision that is also the desired one is (re)created by this pass.
+            stable_exists=stable_dep is not None or status.stable_revision == desired,
+        )
+        if spec is None:
+            # Unparseable: hold what runs (nothing changes) and say why.
+            assert problem is not None
+            held = _held(status, problem, generation, now)
+            if not status.stable_revision:
+                return held
+            live = status.phase in LIVE and status.canary_revision
+            traffic = TrafficPlan(
+                status.stable_revision,
+                status.canary_revision if live else None,
+                status.canary_weight or 0,
+                spec_replicas(canary_dep),
+            )
+            return Decision(held.status, traffic, held.events)
+        return next_state(spec, status, obs, generation)
+
+    def _rollout_problem(self, spec: RolloutSpec, model: dict[str, Any]) -> RolloutProblem | None:
+        from tmo.analysis import UnsupportedJudge, judge_for
+
+        if not self.settings.prometheus_configured:
+            return RolloutProblem(
+                "PrometheusNotConfigured",
+                "analysis needs Prometheus: start the operator with --prometheus-url URL "
+                "(or the environment variable TMO_PROMETHEUS_URL; Helm value prometheusUrl)",
+            )
+        if spec.traffic.router == "gatewayAPI" and not (model.get("spec") or {}).get("route"):
+            return RolloutProblem(
+                "RouteMissing",
+                f"traffic.router gatewayAPI weights the model's HTTPRoute, but TransformerModel "
+                f"{model['metadata']['name']} has no spec.route: add one, or set "
+                "traffic.router: replicas",
+            )
+        try:
+            judge_for(spec.analysis)
+        except UnsupportedJudge as e:
+            return RolloutProblem("UnsupportedJudge", str(e))
+        return None
+
+    async def _analyse(
+        self,
+        spec: RolloutSpec,
+        status: RolloutStatus,
+        model: dict[str, Any],
+        now: datetime.datetime,
+    ) -> tuple[AnalysisResult | None, RolloutProblem | None]:
+        from tmo.analysis import AnalysisContext, PrometheusClient, run_analysis
+
+        if self._prometheus is None:
+            self._prometheus = PrometheusClient(self.settings.render.prometheus_url)
+        meta = model["metadata"]
+        ctx = AnalysisContext(
+            namespace=meta["namespace"],
+            model=meta["name"],
+            canary=status.canary_revision or "",
+            stable=status.stable_revision or "",
+            monitoring=dict((model.get("spec") or {}).get("monitoring") or {}),
+        )
+        try:
+            run = await run_analysis(spec.analysis, ctx, self._prometheus, now_rfc3339())
+        except ValueError as e:  # a query template the operator cannot fill in
+            return None, RolloutProblem("InvalidQuery", str(e))
+        self.stats.analysis_runs += 1
+        return (
+            AnalysisResult(
+                revision=status.canary_revision or "",
+                verdict=run.verdict,
+                summary=run.summary,
+                measurements=list(run.measurements),
+                requests=run.requests,
+            ),
+            None,
+        )
+
+    async def _write_rollout_status(
+        self, rollout: dict[str, Any], decision: Decision, state: _KeyState
+    ) -> None:
+        meta = rollout["metadata"]
+        key = key_of(rollout)
+        previous = rollout.get("status") or {}
+        if decision.requeue_after is not None:
+            state.wake_after = decision.requeue_after
+        if not same_status(decision.status, previous):
+            result = await self.client.patch_status(
+                names.API_VERSION,
+                "Rollout",
+                meta["namespace"],
+                meta["name"],
+                merge_patch(previous, decision.status),
+            )
+            self.stats.status_writes += 1
+            self.stats.rollout_status_writes += 1
+            if result is not None:
+                self.rollout_status_rv[key] = str(result["metadata"].get("resourceVersion"))
+                if key in self.rollouts.bodies:
+                    self.rollouts.put(result)
+        for e in decision.events:
+            await self.event(rollout, e.type, e.reason, e.message)
+
+    async def _conflict(self, rollout: dict[str, Any], governing: dict[str, Any] | None) -> None:
+        parsed = parse_rollout(rollout)
+        generation = int(rollout["metadata"].get("generation", 1))
+        owner = governing["metadata"]["name"] if governing is not None else "?"
+        problem = RolloutProblem(
+            "TargetConflict",
+            f"Rollout {owner} already governs TransformerModel {target_of(rollout)}: one Rollout "
+            "per model; delete this one or point it at another model",
+        )
+        decision = _held(parsed.status, problem, generation, datetime.datetime.now(datetime.UTC))
+        await self._write_rollout_status(rollout, decision, _KeyState())
+
+    async def _orphan_rollouts(self, key: Key) -> None:
+        """Rollouts whose target does not exist: Stalled TargetNotFound until it appears."""
+        if await self.client.get(names.API_VERSION, names.KIND, *key) is not None:
+            return  # it exists; its own event is on the way
+        for rollout in self.rollouts.targeting(*key):
+            parsed = parse_rollout(rollout)
+            generation = int(rollout["metadata"].get("generation", 1))
+            problem = RolloutProblem(
+                "TargetNotFound",
+                f"TransformerModel {key[0]}/{key[1]} (spec.targetRef) does not exist; the "
+                "Rollout starts working once it does",
+            )
+            now = datetime.datetime.now(datetime.UTC)
+            await self._write_rollout_status(
+                rollout, _held(parsed.status, problem, generation, now), _KeyState()
+            )
+
+    async def _scale_canary(
+        self, deployment: dict[str, Any], replicas: int
+    ) -> dict[str, Any] | None:
+        """The canary's size, under a field manager of its own: with KEDA installed the main
+        apply leaves spec.replicas out (the HPA owns it once the canary is promoted), and a
+        field the main manager dropped would be reset to 1 by Kubernetes."""
+        if spec_replicas(deployment) == replicas and self._managed_by(
+            deployment, self._canary_manager
+        ):
+            return None
+        meta = deployment["metadata"]
+        result = await self.client.apply(
+            {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "metadata": {"name": meta["name"], "namespace": meta["namespace"]},
+                "spec": {"replicas": replicas},
+            },
+            field_manager=self._canary_manager,
+        )
+        self.stats.child_writes += 1
+        return result
+
+    @property
+    def _canary_manager(self) -> str:
+        return f"{self.settings.field_manager}-canary-replicas"
+
+    @staticmethod
+    def _managed_by(deployment: dict[str, Any], manager: str) -> bool:
+        return any(
+            m.get("manager") == manager for m in deployment["metadata"].get("managedFields") or []
+        )
 
     async def _write_status(self, body: dict[str, Any], state: _KeyState, obs: Observation) -> None:
         meta = body["metadata"]
@@ -379,8 +700,7 @@ class Reconciler:
     def _seeded(self, deployment: dict[str, Any]) -> bool:
         """Whether the starting replicas were applied already: once per Deployment, ever, so a
         restarted operator never resets what the HPA has scaled to."""
-        managers = {m.get("manager") for m in deployment["metadata"].get("managedFields") or []}
-        return self._seed_manager in managers
+        return self._managed_by(deployment, self._seed_manager)
 
     @property
     def _seed_manager(self) -> str:
@@ -434,7 +754,11 @@ class Reconciler:
                 await self.client.delete(
                     "v1", "ConfigMap", ns, names.config_map_name(name, revision)
                 )
-            self.stats.child_writes += 2
+                # A Rollout's per-revision Service (an HTTPRoute backend), where there is one.
+                await self.client.delete(
+                    "v1", "Service", ns, names.revision_service_name(name, revision)
+                )
+            self.stats.child_writes += 3
             for k in [k for k in self.applied if k[2] == ns and revision and revision in k[3]]:
                 self.applied.pop(k, None)
             await self.event(
@@ -504,8 +828,8 @@ class Reconciler:
             "kind": "Event",
             "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
             "involvedObject": {
-                "apiVersion": names.API_VERSION,
-                "kind": names.KIND,
+                "apiVersion": body.get("apiVersion", names.API_VERSION),
+                "kind": body.get("kind", names.KIND),
                 "name": meta["name"],
                 "namespace": meta["namespace"],
                 "uid": meta.get("uid"),
@@ -528,6 +852,11 @@ class Reconciler:
                 "cannot post event %s for %s/%s: %s", reason, meta["namespace"], meta["name"], e
             )
 
+    async def close(self) -> None:
+        if self._prometheus is not None:
+            await self._prometheus.close()
+        await self.client.close()
+
     # --- background loops -------------------------------------------------------------------
 
     async def resync_forever(self) -> None:
@@ -549,6 +878,9 @@ class Reconciler:
             "status_writes": self.stats.status_writes,
             "child_writes": self.stats.child_writes,
             "events": self.stats.events,
+            "rollouts": len(self.rollouts.bodies),
+            "rollout_status_writes": self.stats.rollout_status_writes,
+            "analysis_runs": self.stats.analysis_runs,
         }
 
 
@@ -575,3 +907,46 @@ def rendered_spec(body: dict[str, Any]) -> dict[str, Any]:
 
 def _short(text: str, limit: int = 1024) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _held(
+    status: RolloutStatus, problem: RolloutProblem, generation: int, now: datetime.datetime
+) -> Decision:
+    """A Rollout that cannot act: Stalled with the problem, traffic left as it is."""
+    from tmo.rollout.conditions import rollout_conditions
+    from tmo.rollout.machine import rfc3339
+
+    previous = [c.model_dump(by_alias=True) for c in status.conditions]
+    out = status.model_dump(by_alias=True, exclude_none=True, mode="json")
+    out["observedGeneration"] = generation
+    out["message"] = problem.message
+    out["conditions"] = rollout_conditions(
+        status.phase,
+        status.analysis.verdict if status.analysis else None,
+        problem.reason,
+        problem.message,
+        generation,
+        stalled=True,
+        previous=previous,
+        now=rfc3339(now),
+    )
+    stalled = next((c for c in status.conditions if c.type == STALLED), None)
+    from tmo.rollout import Event
+
+    events = (
+        []
+        if stalled is not None and stalled.status == "True" and stalled.reason == problem.reason
+        else [Event("Warning", problem.reason, problem.message)]
+    )
+    return Decision(out, None, events)
+
+
+def _rollout_view(rollout: dict[str, Any], decision: Decision, revision: str) -> RolloutView:
+    status = decision.status
+    return RolloutView(
+        name=rollout["metadata"]["name"],
+        phase=str(status.get("phase") or ""),
+        message=str(status.get("message") or ""),
+        stable=str(status.get("stableRevision") or ""),
+        canary_live=status.get("phase") in LIVE and status.get("canaryRevision") == revision,
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 from dataclasses import dataclass, field
 
 from tmo.render import RenderSettings
@@ -27,6 +28,9 @@ class OperatorSettings:
     concurrency: int = 16
     stats_file: str | None = None
     liveness_endpoint: str | None = None
+    # Whether --prometheus-url (TMO_PROMETHEUS_URL) was given: Rollout analysis needs it. Without
+    # it the ScaledObjects still name the Prometheus Operator's usual in-cluster address.
+    prometheus_configured: bool = True
 
 
 def _env(name: str, default: str) -> str:
@@ -57,14 +61,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     a(
         "--prometheus-url",
-        default=_env("TMO_PROMETHEUS_URL", r.prometheus_url),
-        help="Prometheus that KEDA queries for tmo_inflight_requests (env TMO_PROMETHEUS_URL)",
+        default=_env("TMO_PROMETHEUS_URL", ""),
+        help="Prometheus that KEDA queries for tmo_inflight_requests and that Rollouts query "
+        "for analysis (env TMO_PROMETHEUS_URL); without it Rollouts are Stalled and "
+        f"ScaledObjects use {r.prometheus_url}",
     )
     a(
         "--progress-deadline-seconds",
         type=int,
         default=int(_env("TMO_PROGRESS_DEADLINE_SECONDS", str(r.progress_deadline_seconds))),
         help="a revision not Available by then is Stalled (env TMO_PROGRESS_DEADLINE_SECONDS)",
+    )
+    a(
+        "--alert-for",
+        default=_env("TMO_ALERT_FOR", r.alert_for),
+        help="how long a latency or error-rate condition holds before TMO's alert fires "
+        "(env TMO_ALERT_FOR; Prometheus duration)",
+    )
+    a(
+        "--alert-window",
+        default=_env("TMO_ALERT_WINDOW", r.alert_window),
+        help="rate() window of TMO's latency and error-rate alerts (env TMO_ALERT_WINDOW)",
     )
     a(
         "--log-format",
@@ -115,12 +132,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+_PROM_DURATION = re.compile(r"^([0-9]+(ms|s|m|h|d|w|y))+$")
+
+
 def from_args(args: argparse.Namespace) -> OperatorSettings:
+    for flag, value in (("--alert-for", args.alert_for), ("--alert-window", args.alert_window)):
+        if not _PROM_DURATION.match(value):
+            raise SystemExit(
+                f"tmo operator: {flag} {value!r} is not a Prometheus duration (30s, 2m)"
+            )
     return OperatorSettings(
         render=RenderSettings(
             runtime_image=args.runtime_image,
-            prometheus_url=args.prometheus_url,
+            prometheus_url=args.prometheus_url or RenderSettings.prometheus_url,
             progress_deadline_seconds=args.progress_deadline_seconds,
+            alert_for=args.alert_for,
+            alert_window=args.alert_window,
         ),
         namespaces=tuple(
             args.namespaces or [n for n in _env("TMO_NAMESPACES", "").split(",") if n]
@@ -134,4 +161,5 @@ def from_args(args: argparse.Namespace) -> OperatorSettings:
         concurrency=args.concurrency,
         stats_file=args.stats_file,
         liveness_endpoint=args.liveness_endpoint,
+        prometheus_configured=bool(args.prometheus_url),
     )

@@ -65,6 +65,18 @@ class Problem:
 
 
 @dataclass(frozen=True)
+class RolloutView:
+    """What the model's status tells of the Rollout that governs it."""
+
+    name: str
+    phase: str
+    message: str
+    stable: str
+    # The model's own (desired) revision is the Rollout's live canary.
+    canary_live: bool
+
+
+@dataclass(frozen=True)
 class Observation:
     generation: int
     revision: str
@@ -76,6 +88,11 @@ class Observation:
     problem: Problem | None = None
     autoscaling_installed: bool = True
     monitoring_installed: bool = True
+    # Under a Rollout: `current` is the stable revision's Deployment (what serves), the counts
+    # cover stable and canary, and the Rollout says why the desired revision is not all live.
+    rollout: RolloutView | None = None
+    replicas: int | None = None
+    ready_replicas: int | None = None
 
 
 def _condition(
@@ -121,6 +138,10 @@ def compute_status(obs: Observation, previous: dict[str, Any] | None, now: str) 
     rolling = bool(obs.old_revisions)
     ready = runtime_ok and not rolling
     conditions = []
+    held = _held_by_rollout(obs)
+    if held is not None:
+        ready, stalled = False, held[0]
+        runtime_reason, runtime_msg = held[1], held[2]
     if ready:
         conditions.append(_condition(READY, True, "Ready", runtime_msg, gen))
     elif stalled:
@@ -181,14 +202,35 @@ def compute_status(obs: Observation, previous: dict[str, Any] | None, now: str) 
         )
     _carry_transition_times(conditions, previous, now)
     d = obs.current
+    replicas = (d.replicas if d else 0) + obs.old_replicas
+    ready_replicas = (d.ready if d else 0) + obs.old_ready
     return {
         "observedGeneration": gen,
         "revision": obs.revision,
         "url": obs.url,
-        "replicas": (d.replicas if d else 0) + obs.old_replicas,
-        "readyReplicas": (d.ready if d else 0) + obs.old_ready,
+        "replicas": replicas if obs.replicas is None else obs.replicas,
+        "readyReplicas": ready_replicas if obs.ready_replicas is None else obs.ready_replicas,
         "conditions": conditions,
     }
+
+
+def _held_by_rollout(obs: Observation) -> tuple[bool, str, str] | None:
+    """(stalled, reason, message) when a Rollout keeps the desired revision from serving all
+    traffic: a live canary (Reconciling), a rolled back or aborted one (Stalled), or a Rollout
+    that cannot act yet (Reconciling). None when the desired revision is the stable one."""
+    r = obs.rollout
+    if r is None or r.stable == obs.revision:
+        return None
+    if r.canary_live:
+        return False, "CanaryInProgress", f"Rollout {r.name}: {r.message}"
+    if r.phase in ("RolledBack", "Aborted"):
+        reason = "RolledBack" if r.phase == "RolledBack" else "CanaryAborted"
+        return (
+            True,
+            reason,
+            f"revision {obs.revision} did not go live (Rollout {r.name}): {r.message}",
+        )
+    return False, "WaitingForRollout", f"Rollout {r.name}: {r.message}"
 
 
 def _carry_transition_times(

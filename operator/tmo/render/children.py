@@ -13,8 +13,9 @@ from tmo.render.deployment import render_deployment
 from tmo.render.monitoring import render_prometheus_rule, render_service_monitor
 from tmo.render.network import render_http_route, render_network_policy
 from tmo.render.revision import compute_revision
-from tmo.render.service import model_url, render_service
+from tmo.render.service import model_url, render_revision_service, render_service
 from tmo.render.settings import RenderSettings
+from tmo.render.traffic import Serving
 
 # API groups served by add-ons (CRDs) rather than by Kubernetes itself: a cluster may lack them.
 AUTOSCALING_GROUP = "keda.sh"
@@ -42,26 +43,42 @@ def render_children(
     settings: RenderSettings | None = None,
     *,
     autoscaler_owns_replicas: bool = False,
+    serving: Serving | None = None,
 ) -> Rendered:
     """All children, in apply order (ConfigMap before the Deployment whose pods mount it).
 
     `autoscaler_owns_replicas`: KEDA is installed, so its HPA owns Deployment.spec.replicas and
     applying a count here would fight it on every reconcile.
+
+    `serving`: what a Rollout decided (stable and canary revisions, weight, canary size). The
+    spec renders only its own revision; a stable revision from an older spec is left as it
+    runs (not rendered, so not applied), and the spec's revision is rendered only when it is the
+    stable or the canary one (a rolled-back revision gets no pods).
     """
     settings = settings or RenderSettings()
     obj = source.load(manifest)
     spec = obj["spec"]
     revision = compute_revision(spec, settings)
     replicas = None if autoscaler_owns_replicas else int(spec["scaling"]["minReplicas"])
+    runs_own_revision = serving is None or revision in (serving.stable, serving.canary)
+    if serving is not None and revision == serving.canary and not autoscaler_owns_replicas:
+        replicas = serving.canary_replicas
+    scaled = serving.stable if serving is not None else revision
     objects: list[dict[str, Any] | None] = [
-        render_config_map(obj, revision, settings),
-        render_deployment(obj, revision, settings, replicas),
+        render_config_map(obj, revision, settings) if runs_own_revision else None,
+        render_deployment(obj, revision, settings, replicas) if runs_own_revision else None,
         render_service(obj, settings),
+        *(
+            render_revision_service(obj, r, settings)
+            for r in (serving.revision_services() if serving is not None else ())
+        ),
         render_network_policy(obj, settings),
-        render_scaled_object(obj, revision, settings),
+        # The autoscaler follows the stable revision only: canary load never scales stable
+        # (argo-rollouts#2857) and the canary's size is the Rollout's alone.
+        render_scaled_object(obj, scaled, settings),
         render_service_monitor(obj, settings),
         render_prometheus_rule(obj, settings),
-        render_http_route(obj, settings),
+        render_http_route(obj, settings, serving),
     ]
     return Rendered(
         revision=revision,

@@ -17,6 +17,8 @@ LABEL_REVISION = "tmo.dev/revision"
 LABEL_COMPONENT = "app.kubernetes.io/component"
 # The component value of everything that serves a model: pods and their Services.
 COMPONENT_MODEL_SERVER = "model-server"
+# The component value of one revision's own Service (an HTTPRoute backend during a canary).
+COMPONENT_REVISION_SERVICE = "revision-server"
 # Hash of the rendered child, so an idle reconcile can tell "nothing to apply" without a write.
 ANNOTATION_APPLIED_HASH = "tmo.dev/applied-hash"
 
@@ -52,6 +54,11 @@ def config_map_name(name: str, revision: str) -> str:
 
 def service_name(name: str) -> str:
     return name
+
+
+def revision_service_name(name: str, revision: str) -> str:
+    # Same name as the revision's Deployment: different kinds, one name to look for.
+    return child_name(name, short_revision(revision))
 
 
 def metadata(obj: dict[str, Any], name: str, labels: dict[str, str]) -> dict[str, Any]:

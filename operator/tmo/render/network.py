@@ -6,6 +6,7 @@ from typing import Any
 
 from tmo.render import names
 from tmo.render.settings import RenderSettings
+from tmo.render.traffic import Serving
 
 
 def render_network_policy(obj: dict[str, Any], settings: RenderSettings) -> dict[str, Any]:
@@ -31,20 +32,26 @@ def render_network_policy(obj: dict[str, Any], settings: RenderSettings) -> dict
     }
 
 
-def render_http_route(obj: dict[str, Any], settings: RenderSettings) -> dict[str, Any] | None:
+def render_http_route(
+    obj: dict[str, Any], settings: RenderSettings, serving: Serving | None = None
+) -> dict[str, Any] | None:
+    """The model's route; under a gatewayAPI Rollout its backends are the stable and canary
+    revisions' own Services, weighted by the canary step."""
     route = obj["spec"].get("route")
     if not route:
         return None
     name = obj["metadata"]["name"]
+    port = settings.http_port
+    if serving is not None and serving.router == "gatewayAPI":
+        backends = [
+            {"name": names.revision_service_name(name, r), "port": port, "weight": w}
+            for r, w in serving.weights()
+        ]
+    else:
+        backends = [{"name": names.service_name(name), "port": port, "weight": 100}]
     spec: dict[str, Any] = {
         "parentRefs": route.get("parentRefs") or [],
-        "rules": [
-            {
-                "backendRefs": [
-                    {"name": names.service_name(name), "port": settings.http_port, "weight": 100}
-                ]
-            }
-        ],
+        "rules": [{"backendRefs": backends}],
     }
     if route.get("hostnames"):
         spec["hostnames"] = route["hostnames"]

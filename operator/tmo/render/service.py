@@ -45,3 +45,37 @@ def render_service(obj: dict[str, Any], settings: RenderSettings) -> dict[str, A
             ],
         },
     }
+
+
+def render_revision_service(
+    obj: dict[str, Any], revision: str, settings: RenderSettings
+) -> dict[str, Any]:
+    """One revision's own Service: an HTTPRoute backend that the Rollout weights.
+
+    Its component label differs from the model's Service so the ServiceMonitor (which selects
+    the model's Service) does not scrape the same pods twice."""
+    name = obj["metadata"]["name"]
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": names.metadata(
+            obj,
+            names.revision_service_name(name, revision),
+            {
+                **names.revision_labels(name, revision),
+                names.LABEL_COMPONENT: names.COMPONENT_REVISION_SERVICE,
+            },
+        ),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": {**names.pod_selector(name), names.LABEL_REVISION: revision},
+            "ports": [
+                {
+                    "name": "http",
+                    "port": settings.http_port,
+                    "targetPort": "http",
+                    "protocol": "TCP",
+                }
+            ],
+        },
+    }
