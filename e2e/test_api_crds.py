@@ -229,7 +229,16 @@ def test_printer_columns(served_pair: tuple[Cluster, str]) -> None:
     assert _patch(api, ns, "tmro", {"status": ro_status}, "--subresource=status").returncode == 0
     tm_table, ro_table = _tables(api, ns)
     assert list(tm_table[0]) == ["NAME", "READY", "REVISION", "REPLICAS", "URL", "AGE"]
-    assert list(ro_table[0]) == ["NAME", "PHASE", "STEP", "WEIGHT", "STABLE", "CANARY", "AGE"]
+    assert list(ro_table[0]) == [
+        "NAME",
+        "PHASE",
+        "STEP",
+        "WEIGHT",
+        "STABLE",
+        "CANARY",
+        "VERDICT",
+        "AGE",
+    ]
 
     def rows_match_status() -> bool:
         # Columns show exactly the status fields they name (whoever wrote them last).

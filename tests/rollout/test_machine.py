@@ -332,3 +332,16 @@ def test_properties_over_random_runs(passes: list[tuple[int, Any, int, Any, bool
             assert sim.status["stableRevision"] == "stable1"
     if promoted:
         assert "Promoted" in sim.events and sim.events.count("Promoted") == 1
+
+
+def test_promote_passes_the_rest_of_a_timed_pause_but_not_a_weight_step() -> None:
+    sim = started()
+    sim.step(1, canary_ready=1, stable_replicas=4)
+    sim.step(1, canary_ready=1, stable_replicas=4, action=Action("promote", "p0"))
+    assert "no pause to pass" in sim.status["lastAction"]["result"]
+    sim.step(30, canary_ready=1, stable_replicas=4, analysis=run("Passed"))
+    assert sim.status["currentStep"] == 1  # pause 1m starts
+    sim.step(1, canary_ready=1, stable_replicas=4, action=Action("promote", "p1"))
+    assert sim.status["currentStep"] == 1  # approved, but needs a passing run in the step
+    sim.step(5, canary_ready=1, stable_replicas=4, analysis=run("Passed"))
+    assert sim.status["currentStep"] == 2  # 6 s into a 1 min pause

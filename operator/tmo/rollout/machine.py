@@ -517,27 +517,26 @@ def _progress(spec: RolloutSpec, s: _State, obs: Observation, now: str) -> None:
         return
     assert step.pause is not None
     s.scale_weight = s.weight
-    if step.pause.duration:
+    # `tmo rollout promote` passes this pause (an approval gate, or the rest of a timed one).
+    approved = (
+        s.last_action is not None
+        and s.last_action.action == "promote"
+        and s.last_action.step == s.step
+    )
+    if step.pause.duration and not approved:
         started = parse_time(s.step_started_at) or obs.now
-        left = (started + parse_duration(step.pause.duration) - obs.now).total_seconds()
-        if left > 0:
-            until = rfc3339(started + parse_duration(step.pause.duration))
-            s.message = f"{where}: canary at {s.weight}% until {until}"
+        end = started + parse_duration(step.pause.duration)
+        if end > obs.now:
+            s.message = f"{where}: canary at {s.weight}% until {rfc3339(end)}"
             return
-    else:
-        approved = (
-            s.last_action is not None
-            and s.last_action.action == "promote"
-            and s.last_action.step == s.step
+    elif not approved:
+        s.phase, s.reason = "Paused", REASON_AWAITING_APPROVAL
+        s.message = (
+            f"{where}: canary {s.canary} at {s.weight}% waits for approval: tmo rollout promote"
         )
-        if not approved:
-            s.phase, s.reason = "Paused", REASON_AWAITING_APPROVAL
-            s.message = (
-                f"{where}: canary {s.canary} at {s.weight}% waits for approval: tmo rollout promote"
-            )
-            if (s.prev_phase, s.prev_reason, s.prev_step) != ("Paused", s.reason, s.step):
-                s.event("Normal", "AwaitingApproval", s.message)
-            return
+        if (s.prev_phase, s.prev_reason, s.prev_step) != ("Paused", s.reason, s.step):
+            s.event("Normal", "AwaitingApproval", s.message)
+        return
     if not passed:
         s.message = f"{where}: canary at {s.weight}%, {waiting_analysis}"
         return
