@@ -469,8 +469,6 @@ class Prometheus:
         return True
 
 
-
-
 # --- the harness --------------------------------------------------------------------------------
 
 
@@ -1036,3 +1034,36 @@ class LocalDataPlane:
         for s in servers:
             if s.alive():
                 yield int(s.process.pid)
+
+
+# --- as a command: the demo runs it beside the operator ---------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m e2e.dataplane --namespace NS`: play kubelet, Gateway and Prometheus for one
+    namespace of the local control plane until SIGTERM/Ctrl-C (what `make demo` runs)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m e2e.dataplane", description=main.__doc__)
+    parser.add_argument("--kubeconfig", type=Path, default=REPO / ".cluster" / "kubeconfig")
+    parser.add_argument("--namespace", required=True)
+    parser.add_argument("--workdir", type=Path, required=True)
+    parser.add_argument("--rps", type=float, default=12.0, help="requests per second in all")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    with LocalDataPlane(Cluster(args.kubeconfig), args.namespace, args.workdir, rps=args.rps) as dp:
+        # Where the operator's --prometheus-url points: the demo reads it from this file.
+        _write_atomic(args.workdir / "prometheus_url", dp.prometheus_url)
+        print(
+            f"data plane for namespace {args.namespace}: Prometheus {dp.prometheus_url}", flush=True
+        )
+        while not stop.wait(1.0):
+            pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

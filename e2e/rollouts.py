@@ -31,7 +31,7 @@ def model_manifest(
         "runtime": {"workers": 1, "batchSize": 4, "maxBatchDelayMs": 5, **runtime},
         "resources": {"requests": {"cpu": "100m", "memory": "512Mi"}},
         "scaling": {"minReplicas": 2, "maxReplicas": 4},
-        "monitoring": {"latencyP99Ms": 1000, "memoryUtilization": 0.99, "errorRate": 0.05},
+        "monitoring": {"latencyP99Ms": 1500, "memoryUtilization": 0.99, "errorRate": 0.05},
     }
     if route:
         spec["route"] = {"parentRefs": [{"name": "public-gw"}]}

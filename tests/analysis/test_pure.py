@@ -310,6 +310,18 @@ def test_no_series_at_all_is_zero_requests() -> None:
     assert result.requests == 0 and result.verdict == "Inconclusive"
 
 
+def test_without_enough_traffic_nothing_passes_even_if_every_check_does() -> None:
+    obs = observed(Reading(3), healthy())
+    obs = Observations(obs.window, obs.requests, [obs.metrics[1]], [])  # memory only: judged
+    result = run(obs)
+    assert [m.verdict for m in result.measurements] == ["Passed"]
+    assert result.verdict == "Inconclusive"
+    assert result.summary == (
+        "checks passed, but 3 canary requests in the last 30s, fewer than minRequests 100"
+    )
+    assert run(obs, minRequests=0).verdict == "Passed"
+
+
 def test_memory_still_fails_without_traffic() -> None:
     result = run(observed(Reading(0), healthy(memoryUtilization=Reading(0.95))))
     assert result.verdict == "Failed"

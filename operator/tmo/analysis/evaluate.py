@@ -183,4 +183,17 @@ def evaluate(
     measurements = [c.measurement for c in checks]
     verdict = overall_verdict(m.verdict for m in measurements)
     summary = _summary(verdict, checks, requests, analysis, observations.window)
+    if (
+        verdict == "Passed"
+        and analysis.min_requests > 0
+        and (requests is None or requests < analysis.min_requests)
+    ):
+        # Memory, queries and alerts may fail a canary without traffic, but never pass one:
+        # a canary that has not served minRequests is not proven (no promotion on no evidence).
+        verdict = "Inconclusive"
+        counted = f"{requests}" if requests is not None else "an unknown number of"
+        summary = (
+            f"checks passed, but {counted} canary requests in the last {observations.window}, "
+            f"fewer than minRequests {analysis.min_requests}"
+        )
     return AnalysisRun(verdict, requests, measurements, clip(summary))
