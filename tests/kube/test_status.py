@@ -120,3 +120,34 @@ def test_deployment_state_from_a_real_object() -> None:
     assert state.complete and not state.deadline_exceeded
     d["metadata"]["generation"] = 3
     assert not DeploymentState.from_object(d).complete
+
+
+def test_under_a_rollout_the_model_says_what_its_canary_does() -> None:
+    from tmo.kube.status import RolloutView
+
+    def view(phase: str, live: bool, stable: str = "old") -> RolloutView:
+        return RolloutView("ro", phase, f"phase {phase}", stable, canary_live=live)
+
+    live = _conditions(
+        compute_status(_obs(current=_deployment(), rollout=view("Progressing", True)), None, NOW)
+    )
+    assert (
+        live["Ready"]["status"] == "False" and live["Reconciling"]["reason"] == "CanaryInProgress"
+    )
+    assert "Rollout ro" in live["Ready"]["message"]
+    # The stable revision's pods serve meanwhile.
+    assert (
+        live["RuntimeReady"]["status"] == "True"
+        and "revision old" in live["RuntimeReady"]["message"]
+    )
+    back = _conditions(
+        compute_status(_obs(current=_deployment(), rollout=view("RolledBack", False)), None, NOW)
+    )
+    assert back["Stalled"]["reason"] == "RolledBack" and "Reconciling" not in back
+    assert "revision abc did not go live" in back["Stalled"]["message"]
+    promoted = _conditions(
+        compute_status(
+            _obs(current=_deployment(), rollout=view("Succeeded", False, "abc")), None, NOW
+        )
+    )
+    assert promoted["Ready"]["status"] == "True" and "Stalled" not in promoted

@@ -110,24 +110,26 @@ def _condition(
 def _runtime(obs: Observation) -> tuple[bool, str, str]:
     """(ready, reason, message) of the current revision's pods."""
     d = obs.current
+    # Under a Rollout the pods that serve are the stable revision's.
+    serving = obs.rollout.stable if obs.rollout is not None else obs.revision
     if obs.problem is not None:
         return False, obs.problem.reason, obs.problem.message
     if d is None:
-        return False, "Creating", f"creating the Deployment of revision {obs.revision}"
+        return False, "Creating", f"creating the Deployment of revision {serving}"
     if d.deadline_exceeded:
         return (
             False,
             "ProgressDeadlineExceeded",
-            f"revision {obs.revision}: {d.ready}/{d.desired} replicas ready and the Deployment "
+            f"revision {serving}: {d.ready}/{d.desired} replicas ready and the Deployment "
             "exceeded its progress deadline (pods pending, image or model fetch failing?)",
         )
     if not d.complete:
         return (
             False,
             "Progressing",
-            f"revision {obs.revision}: {d.ready}/{d.desired} replicas ready",
+            f"revision {serving}: {d.ready}/{d.desired} replicas ready",
         )
-    return True, "Available", f"revision {obs.revision}: {d.ready}/{d.desired} replicas ready"
+    return True, "Available", f"revision {serving}: {d.ready}/{d.desired} replicas ready"
 
 
 def compute_status(obs: Observation, previous: dict[str, Any] | None, now: str) -> dict[str, Any]:
@@ -138,18 +140,21 @@ def compute_status(obs: Observation, previous: dict[str, Any] | None, now: str) 
     rolling = bool(obs.old_revisions)
     ready = runtime_ok and not rolling
     conditions = []
+    # Ready's reason and message; RuntimeReady keeps the pods' own.
+    why, said = runtime_reason, runtime_msg
     held = _held_by_rollout(obs)
     if held is not None:
-        ready, stalled = False, held[0]
-        runtime_reason, runtime_msg = held[1], held[2]
+        ready, stalled, why, said = False, held[0], held[1], held[2]
     if ready:
-        conditions.append(_condition(READY, True, "Ready", runtime_msg, gen))
+        conditions.append(_condition(READY, True, "Ready", said, gen))
     elif stalled:
-        conditions.append(_condition(READY, False, runtime_reason, runtime_msg, gen))
-        conditions.append(_condition(STALLED, True, runtime_reason, runtime_msg, gen))
+        conditions.append(_condition(READY, False, why, said, gen))
+        conditions.append(_condition(STALLED, True, why, said, gen))
     else:
-        reason, message = runtime_reason, runtime_msg
-        if runtime_ok and rolling:
+        reason, message = why, said
+        if held is not None:
+            pass
+        elif runtime_ok and rolling:
             reason = "RetiringOldRevisions"
             message = f"revision {obs.revision} ready; retiring {', '.join(obs.old_revisions)}"
         elif rolling:
