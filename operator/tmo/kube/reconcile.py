@@ -520,6 +520,14 @@ class Reconciler:
         except ValueError as e:  # a query template the operator cannot fill in
             return None, RolloutProblem("InvalidQuery", str(e))
         self.stats.analysis_runs += 1
+        log.info(
+            "analysis of %s/%s canary %s: %s: %s",
+            meta["namespace"],
+            meta["name"],
+            ctx.canary,
+            run.verdict,
+            run.summary,
+        )
         return (
             AnalysisResult(
                 revision=status.canary_revision or "",
@@ -554,6 +562,7 @@ class Reconciler:
                 if key in self.rollouts.bodies:
                     self.rollouts.put(result)
         for e in decision.events:
+            log.info("Rollout %s/%s: %s: %s", meta["namespace"], meta["name"], e.reason, e.message)
             await self.event(rollout, e.type, e.reason, e.message)
 
     async def _conflict(self, rollout: dict[str, Any], governing: dict[str, Any] | None) -> None:
@@ -943,10 +952,18 @@ def _held(
 
 def _rollout_view(rollout: dict[str, Any], decision: Decision, revision: str) -> RolloutView:
     status = decision.status
+    phase = str(status.get("phase") or "")
+    # The Rollout's own message changes on every analysis run; the model's status says only
+    # what changes per step (so it is not rewritten each interval), or the final word.
+    message = (
+        f"{phase}, canary at {status.get('canaryWeight', 0)}% (kubectl get tmro for details)"
+        if phase in LIVE
+        else str(status.get("message") or "")
+    )
     return RolloutView(
         name=rollout["metadata"]["name"],
-        phase=str(status.get("phase") or ""),
-        message=str(status.get("message") or ""),
+        phase=phase,
+        message=message,
         stable=str(status.get("stableRevision") or ""),
         canary_live=status.get("phase") in LIVE and status.get("canaryRevision") == revision,
     )
