@@ -81,3 +81,18 @@ def wait_for(
                 return last
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
+
+
+def kstatus(cluster: Cluster, obj: dict[str, Any]) -> str:
+    """What Flux's own status reader (sigs.k8s.io/cli-utils kstatus, built into the cluster's
+    bin dir) makes of `obj`: Current, InProgress or Failed."""
+    r = subprocess.run(
+        ["kstatus"],
+        input=json.dumps(obj),
+        capture_output=True,
+        text=True,
+        env=cluster.tool_env(),
+        timeout=30,
+        check=True,
+    )
+    return str(json.loads(r.stdout)["status"])

@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 
 from e2e.argocd import health
-from e2e.kube import Cluster, wait_for
+from e2e.kube import Cluster, kstatus, wait_for
 from e2e.tmo_operator import REPO
 
 # Flux's kstatus verdict -> what Argo CD's health.lua may say of the same object. A Rollout
@@ -108,16 +108,7 @@ def wait_phase(
 
 def verdicts(cluster: Cluster, obj: dict[str, Any]) -> tuple[str, str]:
     """(Flux's kstatus, Argo CD's health) of `obj`, checked to agree."""
-    r = subprocess.run(
-        ["kstatus"],
-        input=json.dumps(obj),
-        capture_output=True,
-        text=True,
-        env=cluster.tool_env(),
-        timeout=30,
-        check=True,
-    )
-    flux = str(json.loads(r.stdout)["status"])
+    flux = kstatus(cluster, obj)
     argo = health(obj)[0]
     assert argo in ARGO_FOR_FLUX[flux], (flux, argo, obj.get("status"))
     return flux, argo

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import json
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +18,7 @@ import pytest
 import yaml
 
 from e2e.argocd import health
-from e2e.kube import Cluster, wait_for
+from e2e.kube import Cluster, kstatus, wait_for
 from e2e.tmo_operator import REPO, OperatorProcess, install_crds, operator_kubeconfig
 
 EXAMPLES = REPO / "examples"
@@ -124,16 +123,7 @@ ARGO_FOR_FLUX = {"Current": "Healthy", "InProgress": "Progressing", "Failed": "D
 
 def _kstatus(cluster: Cluster, obj: dict[str, Any]) -> str:
     """Flux's verdict on `obj`, checked against Argo CD's on the same object."""
-    r = subprocess.run(
-        ["kstatus"],
-        input=json.dumps(obj),
-        capture_output=True,
-        text=True,
-        env=cluster.tool_env(),
-        timeout=30,
-        check=True,
-    )
-    flux = str(json.loads(r.stdout)["status"])
+    flux = kstatus(cluster, obj)
     assert health(obj)[0] == ARGO_FOR_FLUX[flux], (flux, health(obj))
     return flux
 

@@ -604,18 +604,7 @@ class Reconciler:
             deployment, self._canary_manager
         ):
             return None
-        meta = deployment["metadata"]
-        result = await self.client.apply(
-            {
-                "apiVersion": "apps/v1",
-                "kind": "Deployment",
-                "metadata": {"name": meta["name"], "namespace": meta["namespace"]},
-                "spec": {"replicas": replicas},
-            },
-            field_manager=self._canary_manager,
-        )
-        self.stats.child_writes += 1
-        return result
+        return await self._apply_replicas(deployment, replicas, self._canary_manager)
 
     @property
     def _canary_manager(self) -> str:
@@ -728,6 +717,12 @@ class Reconciler:
         scaling = (body.get("spec") or {}).get("scaling") or {}
         serving = max((int((d.get("spec") or {}).get("replicas", 0)) for d in old), default=0)
         replicas = max(int(scaling.get("minReplicas", 1)), serving, 1)
+        return await self._apply_replicas(deployment, replicas, self._seed_manager)
+
+    async def _apply_replicas(
+        self, deployment: dict[str, Any], replicas: int, manager: str
+    ) -> dict[str, Any]:
+        """spec.replicas alone, under `manager` (not the main field manager: see callers)."""
         meta = deployment["metadata"]
         result = await self.client.apply(
             {
@@ -736,7 +731,7 @@ class Reconciler:
                 "metadata": {"name": meta["name"], "namespace": meta["namespace"]},
                 "spec": {"replicas": replicas},
             },
-            field_manager=self._seed_manager,
+            field_manager=manager,
         )
         self.stats.child_writes += 1
         return result
