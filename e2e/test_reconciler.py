@@ -355,6 +355,38 @@ def test_missing_secret_stalls_then_recovers(
     assert _kstatus(cluster, obj) == "Current"
 
 
+def test_a_rollout_without_prometheus_says_which_flag_to_set(
+    cluster: Cluster, namespace: str, operator: OperatorProcess
+) -> None:
+    # This operator runs without --prometheus-url: its Rollouts cannot judge anything.
+    _apply_model(cluster, namespace, _small_model("unjudged"))
+    _wait_ready(cluster, namespace, "unjudged", timeout=60)
+    rollout = {
+        "apiVersion": "tmo.dev/v1alpha1",
+        "kind": "Rollout",
+        "metadata": {"name": "unjudged", "namespace": namespace},
+        "spec": {
+            "targetRef": {"name": "unjudged"},
+            "strategy": {"canary": {"steps": [{"setWeight": 50}]}},
+            "traffic": {"router": "replicas"},
+        },
+    }
+    cluster.apply(json.dumps(rollout))
+
+    def stalled() -> dict[str, Any] | bool:
+        obj = cluster.get("rollouts.tmo.dev", "unjudged", namespace)
+        c = _condition(obj, "Stalled")
+        return obj if c and c["reason"] == "PrometheusNotConfigured" else False
+
+    obj = dict(wait_for("Rollout Stalled PrometheusNotConfigured", stalled, 30))
+    message = _condition(obj, "Stalled")["message"]  # type: ignore[index]
+    assert "--prometheus-url" in message and "TMO_PROMETHEUS_URL" in message
+    assert _kstatus(cluster, obj) == "Failed"
+    # The model keeps serving its revision; the operator is alive.
+    assert _condition(_tm(cluster, namespace, "unjudged"), "Ready")["status"] == "True"  # type: ignore[index]
+    operator.stats()
+
+
 def test_revision_never_ready_stalls_after_the_deadline(
     cluster: Cluster, namespace: str, operator: OperatorProcess
 ) -> None:
