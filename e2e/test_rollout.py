@@ -198,7 +198,15 @@ def test_no_traffic_is_no_verdict_and_no_promotion(
     try:
         canary = _change(cluster, ns, batchSize=4, maxBatchDelayMs=7)
         plane.wait_serving(canary, timeout=180)
-        time.sleep(20)  # four analysis intervals without a request
+        # Analysis intervals without a request: no verdict each time, and nothing moves.
+        wait_for(
+            "three Inconclusive runs",
+            lambda: (
+                (rollout(cluster, ns, NAME)["status"].get("analysis") or {}).get("inconclusive", 0)
+                >= 3
+            ),
+            60,
+        )
         st = rollout(cluster, ns, NAME)["status"]
         assert st["phase"] == "Progressing" and st["currentStep"] == 0, st
         assert st["analysis"]["verdict"] == "Inconclusive"
