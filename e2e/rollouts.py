@@ -58,7 +58,7 @@ def rollout_manifest(
         "spec": {
             "targetRef": {"name": name},
             "strategy": {"canary": {"steps": steps}},
-            "analysis": {"interval": "5s", "minRequests": 10, "failureLimit": 0, **analysis},
+            "analysis": {"interval": "3s", "minRequests": 10, "failureLimit": 0, **analysis},
             "traffic": {"router": router},
         },
     }

@@ -37,9 +37,9 @@ from e2e.tmo_operator import OperatorProcess, install_crds, operator_kubeconfig
 NAME = "triage"
 STEPS = [
     {"setWeight": 25},
-    {"pause": {"duration": "5s"}},
+    {"pause": {"duration": "3s"}},
     {"setWeight": 50},
-    {"pause": {"duration": "5s"}},
+    {"pause": {"duration": "3s"}},
 ]
 # The slow change: TorchServe holds each request up to 3 s waiting for a batch of 8.
 SLOW = {"batchSize": 8, "maxBatchDelayMs": 3000}
@@ -229,7 +229,7 @@ def test_prometheus_down_holds_and_never_promotes(
         obj = wait_phase(cluster, ns, NAME, {"Paused"}, timeout=120)
         assert condition(obj, "Ready")["reason"] == "AnalysisError"  # type: ignore[index]
         weight = obj["status"]["canaryWeight"]
-        time.sleep(15)
+        time.sleep(10)
         st = rollout(cluster, ns, NAME)["status"]
         assert st["phase"] == "Paused" and st["canaryWeight"] == weight
         assert st["stableRevision"] != canary
@@ -247,7 +247,7 @@ def test_approval_gate_promote_abort_and_retry(
     obj = wait_phase(cluster, ns, NAME, {"Paused"}, timeout=300)
     assert condition(obj, "Ready")["reason"] == "AwaitingApproval"  # type: ignore[index]
     assert verdicts(cluster, obj) == ("InProgress", "Suspended")
-    time.sleep(6)  # it keeps waiting
+    time.sleep(4)  # it keeps waiting
     assert rollout(cluster, ns, NAME)["status"]["phase"] == "Paused"
     out = tmo(cluster, "rollout", "promote", NAME, "-n", ns).stdout
     assert "approved" in out, out
