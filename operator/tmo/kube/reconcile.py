@@ -64,6 +64,7 @@ from tmo.rollout import (
     Decision,
     TrafficPlan,
     analysis_due,
+    held_decision,
     next_state,
     parse_action,
 )
@@ -461,7 +462,7 @@ class Reconciler:
         if spec is None:
             # Unparseable: hold what runs (nothing changes) and say why.
             assert problem is not None
-            held = _held(status, problem, generation, now)
+            held = held_decision(status, problem, generation, now)
             if not status.stable_revision:
                 return held
             live = status.phase in LIVE and status.canary_revision
@@ -574,7 +575,9 @@ class Reconciler:
             f"Rollout {owner} already governs TransformerModel {target_of(rollout)}: one Rollout "
             "per model; delete this one or point it at another model",
         )
-        decision = _held(parsed.status, problem, generation, datetime.datetime.now(datetime.UTC))
+        decision = held_decision(
+            parsed.status, problem, generation, datetime.datetime.now(datetime.UTC)
+        )
         await self._write_rollout_status(rollout, decision, _KeyState())
 
     async def _orphan_rollouts(self, key: Key) -> None:
@@ -591,7 +594,7 @@ class Reconciler:
             )
             now = datetime.datetime.now(datetime.UTC)
             await self._write_rollout_status(
-                rollout, _held(parsed.status, problem, generation, now), _KeyState()
+                rollout, held_decision(parsed.status, problem, generation, now), _KeyState()
             )
 
     async def _scale_canary(
@@ -911,38 +914,6 @@ def rendered_spec(body: dict[str, Any]) -> dict[str, Any]:
 
 def _short(text: str, limit: int = 1024) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _held(
-    status: RolloutStatus, problem: RolloutProblem, generation: int, now: datetime.datetime
-) -> Decision:
-    """A Rollout that cannot act: Stalled with the problem, traffic left as it is."""
-    from tmo.rollout.conditions import rollout_conditions
-    from tmo.rollout.machine import rfc3339
-
-    previous = [c.model_dump(by_alias=True) for c in status.conditions]
-    out = status.model_dump(by_alias=True, exclude_none=True, mode="json")
-    out["observedGeneration"] = generation
-    out["message"] = problem.message
-    out["conditions"] = rollout_conditions(
-        status.phase,
-        status.analysis.verdict if status.analysis else None,
-        problem.reason,
-        problem.message,
-        generation,
-        stalled=True,
-        previous=previous,
-        now=rfc3339(now),
-    )
-    stalled = next((c for c in status.conditions if c.type == STALLED), None)
-    from tmo.rollout import Event
-
-    events = (
-        []
-        if stalled is not None and stalled.status == "True" and stalled.reason == problem.reason
-        else [Event("Warning", problem.reason, problem.message)]
-    )
-    return Decision(out, None, events)
 
 
 def _rollout_view(rollout: dict[str, Any], decision: Decision, revision: str) -> RolloutView:

@@ -577,6 +577,28 @@ def _requeue_after(spec: RolloutSpec, s: _State, now: datetime.datetime) -> floa
     return min(waits)
 
 
+def held_decision(
+    status: RolloutStatus, problem: Problem, generation: int, now: datetime.datetime
+) -> Decision:
+    """A Rollout that cannot act at all (no usable spec, a conflict, no target): Stalled with
+    the problem, its status otherwise as it was, and no traffic plan."""
+    previous = [c.model_dump(by_alias=True) for c in status.conditions]
+    out = status.model_dump(by_alias=True, exclude_none=True, mode="json")
+    out["observedGeneration"] = generation
+    out["message"] = problem.message
+    out["conditions"] = rollout_conditions(
+        status.phase,
+        status.analysis.verdict if status.analysis else None,
+        problem.reason,
+        problem.message,
+        generation,
+        stalled=True,
+        previous=previous,
+        now=rfc3339(now),
+    )
+    return Decision(out, None, _problem_events(status, problem))
+
+
 def _problem_events(status: RolloutStatus, problem: Problem) -> list[Event]:
     stalled = next((c for c in status.conditions if c.type == "Stalled"), None)
     if stalled is not None and stalled.status == "True" and stalled.reason == problem.reason:
