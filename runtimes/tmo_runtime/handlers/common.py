@@ -196,3 +196,13 @@ def load_model(cls: Any, settings: Settings) -> Any:
         quantize: Any = torch.ao.quantization.quantize_dynamic
         model = quantize(model, {torch.nn.Linear}, dtype=torch.qint8)
     return model.to(settings.device) if settings.precision != "int8" else model
+
+
+def max_new_tokens(params: list[dict[str, Any]], cap: int) -> list[int]:
+    out = []
+    for p in params:
+        n = p.get("max_new_tokens", cap)
+        if not isinstance(n, int) or n < 1:
+            raise BadRequest("parameters.max_new_tokens must be a positive integer")
+        out.append(min(n, cap))
+    return out

@@ -29,13 +29,13 @@ class Task(Protocol):
 
 
 def build_task(settings: Settings) -> Task:
-    from tmo_runtime.handlers import generation, media, text
+    from tmo_runtime.handlers import generation, media, summarization, text
 
     classes: dict[str, Any] = {
         "text-classification": text.TextClassification,
         "token-classification": text.TokenClassification,
         "feature-extraction": text.FeatureExtraction,
-        "summarization": generation.Summarization,
+        "summarization": summarization.Summarization,
         "text-generation": generation.TextGeneration,
         "image-classification": media.ImageClassification,
         "speech-recognition": media.SpeechRecognition,

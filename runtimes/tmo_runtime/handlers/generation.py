@@ -1,4 +1,4 @@
-"""Generative tasks: summarization (chunked long documents) and chat text generation."""
+"""Text generation: prompts and chat conversations (the model's chat template)."""
 
 from __future__ import annotations
 
@@ -9,68 +9,10 @@ from tmo_runtime.handlers.common import (
     Request,
     Settings,
     load_model,
+    max_new_tokens,
     split_inputs,
     text_item,
 )
-from tmo_runtime.handlers.text import decode_text
-
-
-def _max_new_tokens(params: list[dict[str, Any]], cap: int) -> list[int]:
-    out = []
-    for p in params:
-        n = p.get("max_new_tokens", cap)
-        if not isinstance(n, int) or n < 1:
-            raise BadRequest("parameters.max_new_tokens must be a positive integer")
-        out.append(min(n, cap))
-    return out
-
-
-class Summarization:
-    """Map-reduce over the model's window: chunk, summarise every chunk, join in order.
-
-    All chunks of all documents in the batch go through one generate() call.
-    """
-
-    decode = staticmethod(decode_text)
-
-    def __init__(self, settings: Settings) -> None:
-        import transformers
-
-        self.settings = settings
-        self.tokenizer = transformers.AutoTokenizer.from_pretrained(settings.model_path)
-        self.model = load_model(transformers.AutoModelForSeq2SeqLM, settings)
-        limit = int(getattr(self.model.config, "max_position_embeddings", 1 << 30))
-        self.window = min(settings.max_sequence_length, limit)
-        self.stride = self.window // 8  # overlap so a sentence cut at a border is seen whole once
-
-    def chunk(self, texts: list[str]) -> Any:
-        return self.tokenizer(
-            texts,
-            max_length=self.window,
-            truncation=True,
-            stride=self.stride,
-            return_overflowing_tokens=True,
-            padding=True,
-            return_tensors="pt",
-        )
-
-    def infer(self, items: list[Any], params: list[dict[str, Any]]) -> list[Any]:
-        import torch
-
-        limits = _max_new_tokens(params, self.settings.max_new_tokens)
-        enc = self.chunk(items)
-        owner = [int(i) for i in enc.pop("overflow_to_sample_mapping")]
-        chunk_limits = [limits[o] for o in owner]
-        enc = enc.to(self.settings.device)
-        with torch.inference_mode():
-            generated = self.model.generate(
-                **enc, max_new_tokens=max(chunk_limits), do_sample=False, num_beams=1
-            )
-        texts = self.tokenizer.batch_decode(generated.cpu(), skip_special_tokens=True)
-        parts: list[list[str]] = [[] for _ in items]
-        for o, text in zip(owner, texts, strict=True):
-            parts[o].append(text.strip())
-        return [{"summary_text": " ".join(p).strip(), "chunks": len(p)} for p in parts]
 
 
 def decode_chat(payload: Any) -> Request:
@@ -122,7 +64,7 @@ class TextGeneration:
     def infer(self, items: list[Any], params: list[dict[str, Any]]) -> list[Any]:
         import torch
 
-        limits = _max_new_tokens(params, self.settings.max_new_tokens)
+        limits = max_new_tokens(params, self.settings.max_new_tokens)
         prompts = [self.prompt_of(i) for i in items]
         room = max(1, self.settings.max_sequence_length - max(limits))
         enc = self.tokenizer(
