@@ -38,6 +38,8 @@ class ServeSpec:
     batch_size: int
     max_batch_delay_ms: int
     max_sequence_length: int
+    max_new_tokens: int
+    max_chunks: int
     precision: str
     attention: str
     response_timeout_s: int
@@ -63,6 +65,8 @@ class ServeSpec:
             precision=self.precision,
             attention=self.attention,
             max_sequence_length=self.max_sequence_length,
+            max_new_tokens=self.max_new_tokens,
+            max_chunks=self.max_chunks,
         )
 
 
@@ -101,6 +105,8 @@ def serve_spec_from_dict(doc: Mapping[str, Any], base_dir: Path) -> ServeSpec:
         batch_size=runtime.batch_size,
         max_batch_delay_ms=runtime.max_batch_delay_ms,
         max_sequence_length=runtime.max_sequence_length,
+        max_new_tokens=runtime.max_new_tokens,
+        max_chunks=runtime.max_chunks,
         precision=runtime.precision,
         attention=runtime.attention,
         response_timeout_s=runtime.response_timeout_seconds,

@@ -165,7 +165,8 @@ class HandlerSettings:
     precision: str = "fp32"
     attention: str = "sdpa"
     max_sequence_length: int = 512
-    max_new_tokens: int = 64
+    max_new_tokens: int = 256
+    max_chunks: int = 64
     model_path: str | None = None  # None: the archive's own directory
 
 
@@ -183,6 +184,7 @@ def render_model_config_yaml(entry: ModelEntry, handler: HandlerSettings) -> str
             "attention": handler.attention,
             "max_sequence_length": handler.max_sequence_length,
             "max_new_tokens": handler.max_new_tokens,
+            "max_chunks": handler.max_chunks,
             **({"model_path": handler.model_path} if handler.model_path else {}),
         },
     }

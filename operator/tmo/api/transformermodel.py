@@ -101,6 +101,12 @@ class Runtime(APIModel):
     """How long TorchServe waits to fill a batch, in milliseconds."""
     max_sequence_length: Annotated[int, Field(ge=1, le=1048576)] = 512
     """Longest input in tokens; summarisation chunks longer inputs (long-context models: 8192+)."""
+    max_new_tokens: Annotated[int, Field(ge=1, le=32768)] = 256
+    """Most tokens one generation request may ask for (parameters.max_new_tokens, OpenAI
+    max_tokens); a request asking for more is refused with a 400 naming this limit."""
+    max_chunks: Annotated[int, Field(ge=1, le=4096)] = 64
+    """Summarisation: most maxSequenceLength windows one document may span; a longer document
+    is refused with 413 naming the limit."""
     precision: Precision = "fp32"
     """Numeric precision of the weights: fp32, bf16, fp16 (GPU) or int8 (dynamic quantisation,
     CPU)."""

@@ -24,7 +24,8 @@ class Settings:
     precision: str = "fp32"
     attention: str = "sdpa"
     max_sequence_length: int = 512
-    max_new_tokens: int = 64
+    max_new_tokens: int = 256
+    max_chunks: int = 64
     device: str = "cpu"
     threads: int = 1  # torch intra-op threads of this worker (CPU)
 
@@ -81,7 +82,8 @@ def settings_from_yaml(config: Mapping[str, Any], model_dir: str, device: str) -
         precision=str(h.get("precision", "fp32")),
         attention=str(h.get("attention", "sdpa")),
         max_sequence_length=int(h.get("max_sequence_length", 512)),
-        max_new_tokens=int(h.get("max_new_tokens", 64)),
+        max_new_tokens=int(h.get("max_new_tokens", 256)),
+        max_chunks=int(h.get("max_chunks", 64)),
         device=device,
         threads=worker_threads(config),
     )
