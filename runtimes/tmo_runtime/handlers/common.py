@@ -6,7 +6,7 @@ import base64
 import binascii
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -115,7 +115,13 @@ def split_inputs(payload: Any, keys: Sequence[str]) -> Request:
     params: dict[str, Any] = {}
     value = payload
     if isinstance(payload, dict):
-        params = dict(payload.get("parameters") or {})
+        raw = payload.get("parameters")
+        if raw is not None and not isinstance(raw, dict):
+            raise BadRequest(
+                f'parameters must be an object, e.g. {{"parameters": {{...}}}}; '
+                f"got {type(raw).__name__}"
+            )
+        params = dict(raw or {})
         for key in ("inputs", *keys):
             if key in payload:
                 value = payload[key]
@@ -208,3 +214,100 @@ def max_new_tokens(params: list[dict[str, Any]], cap: int) -> list[int]:
             raise BadRequest("parameters.max_new_tokens must be a positive integer")
         out.append(min(n, cap))
     return out
+
+
+# A parameter's check: (name, value) -> the value to use, or BadRequest naming what is allowed.
+ParamCheck = Callable[[str, Any], Any]
+
+
+def check_parameters(params: Any, allowed: Mapping[str, ParamCheck]) -> dict[str, Any]:
+    """Validate a request's `parameters` against a task's allowed names: an unknown name is a
+    400 listing the allowed ones (never silently ignored), a bad value a 400 naming it."""
+    if params is None:
+        return {}
+    if not isinstance(params, dict):
+        raise BadRequest(
+            f'parameters must be an object, e.g. {{"max_new_tokens": 32}}; '
+            f"got {type(params).__name__}"
+        )
+    unknown = sorted(set(params) - set(allowed))
+    if unknown:
+        takes = ", ".join(sorted(allowed)) or "no parameters"
+        raise BadRequest(f"unknown parameter {unknown[0]!r}; this model takes: {takes}")
+    return {name: allowed[name](name, value) for name, value in params.items()}
+
+
+def integer(lo: int | None = None, hi: int | None = None, hint: str = "") -> ParamCheck:
+    def check(name: str, value: Any) -> int:
+        # bool is an int in Python; true is not a token count.
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        if ok and (lo is None or value >= lo) and (hi is None or value <= hi):
+            return int(value)
+        bounds = _bounds(lo, hi)
+        raise BadRequest(f"parameters.{name} must be an integer{bounds}{hint}; got {value!r}")
+
+    return check
+
+
+def number(
+    lo: float | None = None, hi: float | None = None, *, lo_open: bool = False
+) -> ParamCheck:
+    def check(name: str, value: Any) -> float:
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        if ok:
+            v = float(value)
+            above = lo is None or (v > lo if lo_open else v >= lo)
+            if above and (hi is None or v <= hi) and v == v:  # v == v: not NaN
+                return v
+        low = "" if lo is None else (f" > {lo}" if lo_open else f" >= {lo}")
+        high = "" if hi is None else f" and <= {hi}"
+        raise BadRequest(f"parameters.{name} must be a number{low}{high}; got {value!r}")
+
+    return check
+
+
+def boolean() -> ParamCheck:
+    def check(name: str, value: Any) -> bool:
+        if isinstance(value, bool):
+            return value
+        raise BadRequest(f"parameters.{name} must be true or false; got {value!r}")
+
+    return check
+
+
+def one_of(*choices: str) -> ParamCheck:
+    def check(name: str, value: Any) -> str:
+        if isinstance(value, str) and value in choices:
+            return value
+        raise BadRequest(f"parameters.{name} must be one of {', '.join(choices)}; got {value!r}")
+
+    return check
+
+
+def strings(max_items: int) -> ParamCheck:
+    """A string or a list of up to `max_items` non-empty strings, as a list."""
+
+    def check(name: str, value: Any) -> list[str]:
+        items = [value] if isinstance(value, str) else value
+        if (
+            isinstance(items, list)
+            and len(items) <= max_items
+            and all(isinstance(x, str) and x for x in items)
+        ):
+            return list(items)
+        raise BadRequest(
+            f"parameters.{name} must be a string or a list of at most {max_items} non-empty "
+            f"strings; got {value!r}"
+        )
+
+    return check
+
+
+def _bounds(lo: int | None, hi: int | None) -> str:
+    if lo is not None and hi is not None:
+        return f" from {lo} to {hi}"
+    if lo is not None:
+        return f" >= {lo}"
+    if hi is not None:
+        return f" <= {hi}"
+    return ""
