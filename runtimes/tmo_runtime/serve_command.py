@@ -8,6 +8,8 @@ import json
 import logging
 import math
 import os
+import shlex
+import shutil
 import sys
 import tempfile
 import time
@@ -35,8 +37,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="gateway bind address")
     parser.add_argument("--port", type=int, default=8080, help="gateway port")
     parser.add_argument("--metrics-port", type=int, default=9090, help="/metrics port")
-    parser.add_argument("--token-file", type=Path, help="bearer token clients must send")
-    parser.add_argument("--workdir", type=Path, help="state directory (default: a new temp dir)")
+    parser.add_argument(
+        "--token-file",
+        type=Path,
+        help="file holding the bearer token clients must send (also the OpenAI API key)",
+    )
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        help="state directory, kept after exit (default: a new temp dir, removed on exit)",
+    )
     parser.add_argument("--archive", action="store_true", help="package as .mar, not a directory")
     parser.add_argument("--max-concurrency", type=int, default=16)
     parser.add_argument("--max-queue", type=int, default=64)
@@ -73,12 +83,6 @@ def _fail(message: str, code: int) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tmo_runtime.gateway.app import GatewayConfig, ModelRoute
-    from tmo_runtime.gateway.server import run_event_loop, serve_gateway
-    from tmo_runtime.packaging import package_huggingface, place_mar
-    from tmo_runtime.torchserve import TorchServe, free_port
-    from tmo_runtime.ts_config import TorchServeSettings
-
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     # httpx (the fetcher's client) logs every call at INFO.
     logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -92,14 +96,37 @@ def run(args: argparse.Namespace) -> int:
     needs_auth = [s.name for s in specs if s.auth_required]
     if needs_auth and args.token_file is None:
         return _fail(f"{', '.join(needs_auth)} set spec.auth: pass --token-file", 2)
-    if args.token_file is not None and not args.token_file.is_file():
-        return _fail(f"--token-file {args.token_file} does not exist", 2)
+    if args.token_file is not None:
+        if not args.token_file.is_file():
+            return _fail(f"--token-file {args.token_file} does not exist", 2)
+        if not args.token_file.read_text().strip():
+            # An empty token would start a gateway that refuses every request.
+            return _fail(
+                f"--token-file {args.token_file} is empty: write the token clients must send "
+                f"into it, e.g. `openssl rand -hex 24 > {args.token_file}`",
+                2,
+            )
     if args.token_file is None:
         log.warning("no --token-file: the gateway accepts requests without a bearer token")
 
     # Short path on purpose: TorchServe's workers put AF_UNIX sockets under it.
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="tmo-", dir="/tmp"))
     workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        return _serve(args, specs, workdir)
+    finally:
+        if args.workdir is None:
+            # Our own temp dir (model copies, TorchServe logs and keys): leave nothing behind.
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _serve(args: argparse.Namespace, specs: list[ServeSpec], workdir: Path) -> int:
+    from tmo_runtime.gateway.app import GatewayConfig, ModelRoute
+    from tmo_runtime.gateway.server import run_event_loop, serve_gateway
+    from tmo_runtime.packaging import package_huggingface, place_mar
+    from tmo_runtime.torchserve import TorchServe, free_port
+    from tmo_runtime.ts_config import TorchServeSettings
+
     store = workdir / "store"
     entries = []
     for spec in specs:
@@ -176,7 +203,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"metrics   {state['metrics']}  (readiness: /readyz)")
         for s in specs:
             print(f"model     {s.name}  task={s.task}  revision={s.revision}  from {s.model_uri}")
-        print(f"state     {workdir}  (TorchServe log: {ts.log_path})", flush=True)
+        kept = "kept on exit" if args.workdir else "removed on exit"
+        print(f"state     {workdir}  ({kept}; TorchServe log: {ts.log_path})", flush=True)
+
+    def ready() -> None:
+        print(f"ready     try: {example_curl(specs[0], state['gateway'], args.token_file)}")
+        sys.stdout.flush()
 
     async def stop_ts() -> None:
         await asyncio.to_thread(ts.stop)
@@ -189,6 +221,7 @@ def run(args: argparse.Namespace) -> int:
                 args.port,
                 args.metrics_port,
                 on_listening=listening,
+                on_ready=ready,
                 on_stop=stop_ts,
                 backend_alive=ts.alive,
             )
@@ -197,3 +230,30 @@ def run(args: argparse.Namespace) -> int:
         ts.stop()
     log.info("stopped after %.0fs", time.monotonic() - started)
     return 0
+
+
+# One request a user can paste, per task: what `tmo serve` prints once the models are ready.
+_EXAMPLE_BODIES = {
+    "text-classification": '{"inputs": "the refund is late"}',
+    "token-classification": '{"inputs": "Ada Lovelace lived in London"}',
+    "feature-extraction": '{"inputs": "the refund is late"}',
+    "summarization": '{"inputs": "a long document ...", "parameters": {"max_new_tokens": 32}}',
+    "text-generation": (
+        '{"messages": [{"role": "user", "content": "hello"}], "parameters": {"max_new_tokens": 16}}'
+    ),
+}
+
+
+def example_curl(spec: ServeSpec, gateway: str, token_file: Path | None) -> str:
+    """A curl command for the model; the token is read from its file, never printed."""
+    parts = ["curl", "-s", f"{gateway}/predictions/{spec.name}"]
+    auth = ""
+    if token_file is not None:
+        # Left unquoted by shlex on purpose: the shell must expand $(cat FILE).
+        auth = f' -H "Authorization: Bearer $(cat {shlex.quote(str(token_file))})"'
+    body = _EXAMPLE_BODIES.get(spec.task)
+    if body is None:  # image and speech models take the file as it is
+        sample = "cat.jpg" if spec.task == "image-classification" else "clip.wav"
+        return shlex.join(parts) + auth + f" --data-binary @{sample}"
+    headers = ["-H", "Content-Type: application/json", "-d", body]
+    return shlex.join(parts) + auth + " " + shlex.join(headers)

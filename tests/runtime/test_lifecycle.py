@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -14,6 +15,7 @@ import httpx
 import pytest
 import yaml
 from tmo_runtime.fetcher import tree_sha256
+from tmo_runtime.torchserve import free_port
 
 from tests.runtime.helpers import REPO, TMO, inflight, manifest, start_serve, wait_ready
 
@@ -116,3 +118,70 @@ def test_sigterm_drains_in_flight_requests_and_stops_every_child(
             os.killpg(ts_pid, 0)  # TorchServe's whole process group is gone
     finally:
         served.stop()
+
+
+def test_empty_token_file_is_refused(tiny_models: Path, tmp_path: Path) -> None:
+    path = tmp_path / "m.yaml"
+    uri = f"file://{tiny_models / 'text-classification'}"
+    path.write_text(yaml.safe_dump(manifest("a", "text-classification", uri)))
+    token = tmp_path / "token"
+    token.write_text("\n")
+    run = subprocess.run(
+        [*TMO, "serve", "-f", str(path), "--token-file", str(token)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 2
+    assert "is empty" in run.stderr and "openssl rand" in run.stderr
+
+
+def test_prints_a_working_curl_and_removes_its_state_on_exit(
+    tiny_models: Path, tmp_path: Path
+) -> None:
+    """What a new user does: start it, paste the printed curl, stop it with Ctrl-C."""
+    path = tmp_path / "m.yaml"
+    uri = f"file://{tiny_models / 'text-classification'}"
+    path.write_text(yaml.safe_dump(manifest("tc", "text-classification", uri)))
+    token = tmp_path / "token"
+    token.write_text("a-secret-token-value\n")
+    ports = ["--port", str(free_port()), "--metrics-port", str(free_port())]
+    proc = subprocess.Popen(
+        [*TMO, "serve", "-f", str(path), "--token-file", str(token), *ports],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    lines: list[str] = []
+    try:
+        assert proc.stdout is not None
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if line.startswith("ready "):
+                break
+        ready = [x for x in lines if x.startswith("ready ")]
+        assert ready, "".join(lines)
+        state = next(x for x in lines if x.startswith("state ")).split()[1]
+        assert Path(state).is_dir()
+        command = ready[0].split("try:", 1)[1].strip()
+        # The token is read from its file by the command, never printed.
+        assert "a-secret-token-value" not in "".join(lines)
+        assert "Authorization: Bearer" in command
+        out = subprocess.run(
+            ["bash", "-c", command], capture_output=True, text=True, timeout=60, check=True
+        )
+        assert "label" in json.loads(out.stdout), out.stdout
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(60) == 0
+        assert not Path(state).exists(), "the temporary state directory was left behind"
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)

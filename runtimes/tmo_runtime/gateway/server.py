@@ -40,6 +40,7 @@ async def serve_gateway(
     metrics_port: int,
     *,
     on_listening: Callable[[], None] | None = None,
+    on_ready: Callable[[], None] | None = None,
     on_stop: Callable[[], Awaitable[None]] | None = None,
     backend_alive: Callable[[], bool] | None = None,
 ) -> None:
@@ -86,6 +87,13 @@ async def serve_gateway(
             await asyncio.sleep(0.05)
         if on_listening is not None:
             on_listening()
+        if on_ready is None:
+            return
+        while not gw.all_ready():
+            if api.should_exit:
+                return
+            await asyncio.sleep(0.2)
+        on_ready()
 
     async def guard() -> None:
         # If TorchServe dies there is nothing left to serve: stop rather than answer 503s.
