@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "operator": ("tmo.commands.operator", "run the TMO operator (kopf) against a cluster"),
     "rollout": ("tmo.commands.rollout", "show, promote, abort or retry canary Rollouts"),
     "serve": ("tmo_runtime.serve_command", "serve manifests locally via TorchServe + gateway"),
+    "explain": ("tmo_runtime.explain_command", "draw a model's attention over a text as a PNG"),
     "dev": ("tmo_runtime.dev_command", "developer helpers: tiny offline models, artifact sha256"),
 }
 

@@ -84,7 +84,7 @@ def run_torchserve(config: Path, log4j: Path, model_store: Path) -> int:
 
 
 def run_gateway(manifest: Path, token_file: Path | None) -> int:
-    from tmo_runtime.gateway.app import GatewayConfig, ModelRoute
+    from tmo_runtime.gateway.app import GatewayConfig, route_of
     from tmo_runtime.gateway.server import run_event_loop, serve_gateway
 
     spec = _spec(manifest)
@@ -101,7 +101,7 @@ def run_gateway(manifest: Path, token_file: Path | None) -> int:
         raise ManifestError(f"{spec.name} sets spec.auth but no token reached the gateway")
     revision = env.get("TMO_REVISION", spec.revision)
     config = GatewayConfig(
-        models={spec.name: ModelRoute(spec.name, spec.task, revision)},
+        models={spec.name: route_of(spec, revision)},
         inference_url=env.get("TMO_TORCHSERVE_URL", "http://127.0.0.1:8080"),
         management_url=env.get("TMO_TORCHSERVE_MANAGEMENT_URL", "http://127.0.0.1:8081"),
         # TorchServe's own key file, when its token auth is on and the file is shared.

@@ -121,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace, specs: list[ServeSpec], workdir: Path) -> int:
-    from tmo_runtime.gateway.app import GatewayConfig, ModelRoute
+    from tmo_runtime.gateway.app import GatewayConfig, route_of
     from tmo_runtime.gateway.server import run_event_loop, serve_gateway
     from tmo_runtime.packaging import package_huggingface, place_mar
     from tmo_runtime.torchserve import TorchServe, free_port
@@ -162,7 +162,7 @@ def _serve(args: argparse.Namespace, specs: list[ServeSpec], workdir: Path) -> i
     )
     ts = TorchServe(settings, workdir)
     config = GatewayConfig(
-        models={s.name: ModelRoute(s.name, s.task, s.revision) for s in specs},
+        models={s.name: route_of(s) for s in specs},
         inference_url=ts.inference_url,
         management_url=ts.management_url,
         ts_key_file=ts.key_file,

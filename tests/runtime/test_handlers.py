@@ -42,10 +42,14 @@ def test_flash_attention_falls_back_where_it_cannot_run() -> None:
     assert attention_implementation("eager", "cpu") == "eager"
 
 
-def test_max_sequence_length_truncates(tiny_models: Path) -> None:
+def test_max_sequence_length_refuses_or_truncates_on_request(tiny_models: Path) -> None:
     task = _task(tiny_models, "token-classification", max_sequence_length=8)
-    answers, _ = run_batch(task, [{"inputs": "john " * 50}])
-    assert len(answers[0]) == 6  # 8 positions less [CLS] and [SEP]
+    answers, statuses = run_batch(task, [{"inputs": "john " * 50}])
+    assert statuses == {0: 413} and "spec.runtime.maxSequenceLength" in answers[0]["error"]
+    params = {"truncation": True, "aggregation_strategy": "none"}
+    answers, statuses = run_batch(task, [{"inputs": "john " * 50, "parameters": params}])
+    assert not statuses and answers[0]["input_tokens"] == 52
+    assert len(answers[0]["entities"]) == 6  # 8 positions less [CLS] and [SEP]
 
 
 @pytest.mark.parametrize("window", [32, 64])

@@ -40,10 +40,18 @@ def test_token_classification_shape(served: Served) -> None:
     r = predict(served, "token-classification", json={"inputs": text})
     assert r.status_code == 200, r.text
     entities = r.json()
-    assert entities and all(
-        e["entity"].split("-")[-1] in {"O", "PER", "ORG", "LOC"} for e in entities
-    )
+    # Grouped by default (aggregation_strategy simple): whole entities, no B-/I- prefixes.
+    assert all(e["entity_group"] in {"PER", "ORG", "LOC", "MISC"} for e in entities)
     assert all(text[e["start"] : e["end"]] == e["word"] for e in entities)
+    r = predict(
+        served,
+        "token-classification",
+        json={"inputs": text, "parameters": {"aggregation_strategy": "none"}},
+    )
+    tokens = r.json()
+    assert tokens and all(
+        e["entity"].split("-")[-1] in {"O", "PER", "ORG", "LOC", "MISC"} for e in tokens
+    )
 
 
 def test_feature_extraction_shape(served: Served) -> None:
@@ -257,7 +265,9 @@ def test_oip_v2_infer(
     served: Served, task: str, tensor: dict[str, Any], outputs: dict[str, list[int]]
 ) -> None:
     name = model_name(task)
-    body = {"id": "req-7", "inputs": [tensor], "parameters": {"max_new_tokens": 4}}
+    body: dict[str, Any] = {"id": "req-7", "inputs": [tensor]}
+    if task in ("summarization", "text-generation"):
+        body["parameters"] = {"max_new_tokens": 4}
     r = httpx.post(
         f"{served.url}/v2/models/{name}/infer", json=body, headers=served.headers, timeout=60
     )

@@ -1,28 +1,43 @@
-"""The gateway's HTTP surface: TorchServe passthrough, OIP v2, auth, admission, readiness."""
+"""The gateway's HTTP surface: /predictions and /explanations (bodies normalised by
+`bodies`), OIP v2, KServe v1 (`kserve`), auth, admission, metrics, streaming, readiness."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import BaseRoute, Route
+from starlette.types import Receive, Scope, Send
 
-from tmo_runtime.gateway import oip
+from tmo_runtime.gateway import longdocs, oip
+from tmo_runtime.gateway.bodies import (
+    MEDIA_TASKS,
+    ClientError,
+    Invalid,
+    decode_content_encoding,
+    normalise,
+    parse_json,
+)
 from tmo_runtime.gateway.metrics import GatewayMetrics, MemoryReader
+from tmo_runtime.gateway.oip import OipError
 from tmo_runtime.podshare import clear_drained, mark_drained
 from tmo_runtime.torchserve import Keys, read_keys
+
+if TYPE_CHECKING:
+    from tmo_runtime.manifest import ServeSpec
 
 log = logging.getLogger("tmo.gateway")
 
@@ -33,6 +48,20 @@ class ModelRoute:
     task: str
     revision: str
     version: str = "1.0"
+    # The manifest's limits the gateway acts on (summarisation's long-document pieces).
+    max_sequence_length: int = 512
+    max_chunks: int = 64
+
+
+def route_of(spec: ServeSpec, revision: str | None = None) -> ModelRoute:
+    """The gateway's view of a manifest's model."""
+    return ModelRoute(
+        spec.name,
+        spec.task,
+        revision or spec.revision,
+        max_sequence_length=spec.max_sequence_length,
+        max_chunks=spec.max_chunks,
+    )
 
 
 @dataclass(frozen=True)
@@ -255,42 +284,76 @@ class Gateway:
         finally:
             self.waiting -= 1
 
-    async def run_inference(
-        self, route: ModelRoute, call: Callable[[], Awaitable[Response]]
-    ) -> Response:
-        """Admission, in-flight gauge and duration histogram around one inference call."""
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        """One of the max_concurrency places at TorchServe (Overloaded when none comes)."""
+        await self._admit()
+        try:
+            yield
+        finally:
+            self._slots.release()
+
+    async def serve(self, route: ModelRoute, work: Callable[[], Awaitable[Response]]) -> Response:
+        """Everything an inference route does once the caller is authorised and the model
+        known: reading and checking the body, admission, the TorchServe call.
+
+        In the in-flight gauge (KEDA's signal) while it runs, timed, and counted in
+        tmo_requests_total by the status the client got. A client's mistake (ClientError) is its
+        4xx; an unexpected exception anywhere is a JSON 500 that is counted like any other
+        (the rollout's error gate must see it). A streamed answer (LiveStream) is counted when
+        the stream ends, so its slot and duration cover the whole generation.
+        """
         start = time.perf_counter()
         labels = (route.name, route.revision)
         gauge = self.metrics.inflight.labels(*labels)
         self.inflight += 1
         gauge.inc()
-        response: Response
-        try:
-            try:
-                await self._admit()
-            except Overloaded as e:
-                response = self.overloaded(e)
-            else:
-                try:
-                    response = await call()
-                except TimeoutError:
-                    response = JSONResponse({"error": "TorchServe timed out"}, 504)
-                except aiohttp.ClientError as e:
-                    log.warning("TorchServe unreachable: %s", type(e).__name__)
-                    response = self.overloaded(Overloaded(503, "TorchServe unavailable"))
-                except Exception:
-                    # Still counted and timed: an unexpected answer must show in the error rate.
-                    log.exception("gateway error on %s", route.name)
-                    response = JSONResponse({"error": "internal gateway error"}, 500)
-                finally:
-                    self._slots.release()
-        finally:
+        finished = False
+
+        def finish(code: int) -> None:
+            nonlocal finished
+            if finished:
+                return
+            finished = True
             self.inflight -= 1
             gauge.dec()
-        code = str(response.status_code)
-        self.metrics.duration.labels(*labels, code).observe(time.perf_counter() - start)
-        self.metrics.requests.labels(*labels, code).inc()
+            self.metrics.duration.labels(*labels, str(code)).observe(time.perf_counter() - start)
+            self.metrics.requests.labels(*labels, str(code)).inc()
+
+        response: Response
+        try:
+            response = await work()
+        except ClientError as e:
+            response = _error(e.status, e.message)
+        except Overloaded as e:
+            response = self.overloaded(e)
+        except TimeoutError:
+            response = _error(504, "TorchServe did not answer in time")
+        except aiohttp.ClientError as e:
+            log.warning("TorchServe unreachable: %s", type(e).__name__)
+            response = self.overloaded(Overloaded(503, "TorchServe unavailable"))
+        except Exception:
+            log.exception("gateway error on %s", route.name)
+            response = _error(500, "internal gateway error")
+        except BaseException:
+            finish(CLIENT_CLOSED)  # cancelled: the client went away
+            raise
+        if isinstance(response, LiveStream):
+            response.on_end = finish
+        else:
+            finish(response.status_code)
         return response
+
+    async def run_inference(
+        self, route: ModelRoute, call: Callable[[], Awaitable[Response]]
+    ) -> Response:
+        """Admission, in-flight gauge and duration histogram around one inference call."""
+
+        async def admitted() -> Response:
+            async with self.slot():
+                return await call()
+
+        return await self.serve(route, admitted)
 
     def overloaded(self, e: Overloaded) -> Response:
         return JSONResponse(
@@ -309,6 +372,184 @@ class Gateway:
             headers=headers,
         )
 
+    async def summarise(self, route: ModelRoute, payload: dict[str, Any]) -> Response:
+        """Summarisation; a long document goes to TorchServe piece by piece (longdocs), so
+        short requests are not held behind the whole document. One admission slot covers all
+        the pieces: only one is at TorchServe at a time, and a drain lets the document finish."""
+        size = longdocs.piece_chars(route.max_sequence_length)
+
+        async def send(body: bytes) -> longdocs.PieceAnswer:
+            r = await self.predict(route.name, body, "application/json")
+            try:
+                doc = r.json()
+            except ValueError:
+                doc = {"error": r.text}
+            return longdocs.PieceAnswer(r.status_code, doc)
+
+        if not longdocs.needs_pieces(payload, size):
+            async with self.slot():
+                r = await self.predict(route.name, json.dumps(payload).encode(), "application/json")
+            return upstream_response(r, self.config.retry_after_s)
+        try:
+            # The bound first: a document over it costs no slot and no model time.
+            for item in payload["inputs"] if isinstance(payload["inputs"], list) else []:
+                if isinstance(item, str):
+                    longdocs.check_bound(item, size, route.max_chunks, route.max_sequence_length)
+            async with self.slot():
+                answer = await longdocs.summarise_in_pieces(
+                    payload, size, route.max_chunks, route.max_sequence_length, send
+                )
+        except longdocs.DocumentTooLong as e:
+            raise ClientError(413, str(e)) from None
+        if answer.status != 200:
+            body = answer.body if isinstance(answer.body, dict) else {"error": str(answer.body)}
+            retry = answer.status in (429, 503)
+            headers = {"Retry-After": str(self.config.retry_after_s)} if retry else None
+            return JSONResponse(body, answer.status, headers=headers)
+        return JSONResponse(answer.body, answer.status)
+
+    async def explain(self, model: str, body: bytes) -> Upstream:
+        """TorchServe's /explanations/{model}: the handler answers attention (text tasks)."""
+        return await self._ts_call(
+            "POST",
+            f"{self.config.inference_url}/explanations/{model}",
+            "inference",
+            content=body,
+            headers={"Content-Type": "application/json"},
+        )
+
+    async def predict_stream(self, model: str, body: bytes) -> AsyncIterator[bytes]:
+        """A streamed prediction's NDJSON lines as TorchServe sends them (each ends in "\\n").
+
+        A non-200 answer raises UpstreamError before the first line, with the whole answer:
+        take the first line before committing to a streamed response. The read timeout is
+        per chunk, not for the whole answer: a long generation keeps streaming."""
+        url = f"{self.config.inference_url}/predictions/{model}"
+        timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=5.0, sock_read=self.config.request_timeout_s
+        )
+        for attempt in (0, 1):
+            headers = {"Content-Type": "application/json", **self._ts_headers(self._keys.inference)}
+            async with self.client.post(url, data=body, headers=headers, timeout=timeout) as r:
+                if r.status != 200:
+                    up = Upstream(r.status, await r.read(), r.headers.get("Content-Type", ""))
+                    rejected = up.status_code in (400, 401) and b"InvalidKeyException" in up.content
+                    if rejected and not attempt:
+                        self._reload_keys()
+                        continue
+                    raise UpstreamError(up)
+                pending = b""
+                async for chunk in r.content.iter_any():
+                    pending += chunk
+                    *lines, pending = pending.split(b"\n")
+                    for line in lines:
+                        if line.strip():
+                            yield line + b"\n"
+                if pending.strip():
+                    yield pending + b"\n"
+                return
+
+    async def stream_inference(
+        self,
+        route: ModelRoute,
+        body: bytes,
+        transform: Callable[[AsyncIterator[bytes]], AsyncIterator[bytes]] | None = None,
+        media_type: str = "application/x-ndjson",
+        error_line: Callable[[str], bytes] | None = None,
+    ) -> Response:
+        """Run inside serve(): a streamed answer that holds its slot until the last line is
+        sent. An error TorchServe answers before streaming is an ordinary JSON response with
+        its status. `transform` rewrites the lines (e.g. into server-sent events)."""
+        await self._admit()
+        lines = self.predict_stream(route.name, body)
+        try:
+            first = await anext(lines)
+        except UpstreamError as e:
+            self._slots.release()
+            return upstream_response(e.upstream, self.config.retry_after_s)
+        except StopAsyncIteration:
+            self._slots.release()
+            return _error(502, "TorchServe ended the stream without an answer")
+        except BaseException:
+            self._slots.release()
+            raise
+
+        async def chained() -> AsyncIterator[bytes]:
+            yield first
+            async for line in lines:
+                yield line
+
+        out = chained() if transform is None else transform(chained())
+        return LiveStream(out, lines, self._slots.release, media_type, error_line)
+
+
+CLIENT_CLOSED = 499  # nginx's code for "the client closed the connection first"
+
+
+class UpstreamError(Exception):
+    """TorchServe answered a streamed request with an error status (the whole answer)."""
+
+    def __init__(self, upstream: Upstream) -> None:
+        super().__init__(upstream.status_code)
+        self.upstream = upstream
+
+
+class LiveStream(StreamingResponse):
+    """NDJSON lines passed through as TorchServe sends them, not buffered.
+
+    `release` frees the admission slot and `on_end(code)` records the request (Gateway.serve
+    sets it) once the stream is over however it ends: completed (200), the client gone (499),
+    or TorchServe failing mid-stream (500, and an {"error"} line, since the 200 was sent)."""
+
+    def __init__(
+        self,
+        out: AsyncIterator[bytes],
+        upstream: AsyncIterator[bytes],
+        release: Callable[[], None],
+        media_type: str = "application/x-ndjson",
+        error_line: Callable[[str], bytes] | None = None,
+    ) -> None:
+        self._out = out
+        # How the stream's format says "failed" after the 200 went out (NDJSON by default).
+        self._error_line = error_line or (lambda m: json.dumps({"error": m}).encode() + b"\n")
+        self._lines = upstream
+        self._release: Callable[[], None] | None = release
+        self._code = CLIENT_CLOSED  # until the last line went out
+        self.on_end: Callable[[int], None] = lambda code: None
+        super().__init__(self._body(), 200, media_type=media_type)
+
+    async def _body(self) -> AsyncIterator[bytes]:
+        try:
+            async for line in self._out:
+                yield line
+        except Exception as e:  # the 200 is sent: say it in the stream, count it as a 500
+            if isinstance(e, aiohttp.ClientError | TimeoutError):
+                log.warning("TorchServe stream broke: %s", type(e).__name__)
+            else:
+                log.exception("gateway error while streaming")
+            self._code = 500
+            yield self._error_line("TorchServe stopped answering mid-stream")
+            return
+        self._code = 200
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self.end()
+
+    async def end(self) -> None:
+        if self._release is None:
+            return
+        release, self._release = self._release, None
+        try:
+            for it in (self._out, self._lines):
+                with contextlib.suppress(Exception):
+                    await it.aclose()  # type: ignore[attr-defined]
+        finally:
+            release()
+            self.on_end(self._code)
+
 
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status)
@@ -322,17 +563,30 @@ def _unauthorized() -> JSONResponse:
     )
 
 
-def _passthrough(r: Upstream, retry_after: int) -> Response:
+def upstream_error(r: Upstream) -> dict[str, Any]:
+    """TorchServe's or the handler's error answer as {"error": ...}: the handler's JSON as it
+    is, TorchServe's {"code", "type", "message"} with "error" added, anything else wrapped."""
+    try:
+        doc = r.json()
+    except ValueError:
+        doc = None
+    if isinstance(doc, dict) and "error" in doc:
+        return doc
+    if isinstance(doc, dict) and "message" in doc:
+        return {"error": str(doc["message"]), **doc}
+    text = r.text.strip()[:2000]
+    return {"error": text or f"TorchServe answered {r.status_code} with no body"}
+
+
+def upstream_response(r: Upstream, retry_after: int) -> Response:
+    """TorchServe's answer with its status: a 200's body as it is, errors as JSON."""
+    if r.status_code == 200:
+        return Response(r.content, 200, media_type=r.content_type or "application/json")
     headers = {}
     if r.status_code == 503:
         # TorchServe's own job queue is full: tell the caller when to come back.
         headers["Retry-After"] = str(retry_after)
-    return Response(
-        r.content,
-        r.status_code,
-        headers=headers,
-        media_type=r.content_type or "application/json",
-    )
+    return JSONResponse(upstream_error(r), r.status_code, headers=headers)
 
 
 class BodyTooLarge(Exception):
@@ -357,7 +611,40 @@ def _too_large(limit: int) -> JSONResponse:
     return _error(413, f"request body larger than {limit} bytes")
 
 
-def build_api_app(gw: Gateway) -> Starlette:
+async def read_client_body(request: Request, limit: int) -> bytes:
+    """The body, decompressed (Content-Encoding), or ClientError 413/415/400."""
+    try:
+        raw = await read_body(request, limit)
+    except BodyTooLarge:
+        raise ClientError(413, f"request body larger than {limit} bytes") from None
+    return decode_content_encoding(request.headers.get("content-encoding"), raw, limit)
+
+
+def version_error(route: ModelRoute, version: str | None) -> ClientError | None:
+    """A 404 for a version this gateway does not serve: only TorchServe's version of the model
+    and its revision (the operator's name for what runs) are served here."""
+    if version is None or version in (route.version, route.revision):
+        return None
+    return ClientError(
+        404,
+        f"model {route.name!r} has no version {version!r} here; served: {route.version!r} "
+        f"(also addressed by its revision {route.revision!r}). Leave the version out to use it",
+    )
+
+
+def _url(request: Request) -> str:
+    return str(request.url.replace(query=""))
+
+
+def build_api_app(gw: Gateway, extra_routes: Sequence[BaseRoute] = ()) -> Starlette:
+    """The API port's routes. `extra_routes` (e.g. the OpenAI API) are matched first.
+
+    Counting: a request naming a known model, once authorised, is counted in tmo_requests_total
+    with the status it got, 4xx included. A 401, or a 404 for a model not served here, is not
+    counted: it has no model to label it with (or none it may see)."""
+    from tmo_runtime.gateway import kserve  # it builds on this module
+    from tmo_runtime.gateway.openai_routes import openai_routes
+
     models = gw.config.models
 
     def authorized_route(request: Request) -> ModelRoute | Response:
@@ -366,24 +653,40 @@ def build_api_app(gw: Gateway) -> Starlette:
             return _unauthorized()
         route = models.get(request.path_params["model"])
         if route is None:
-            return _error(404, f"model {request.path_params['model']!r} is not served here")
+            served = ", ".join(sorted(models)) or "none"
+            return _error(
+                404, f"model {request.path_params['model']!r} is not served here; served: {served}"
+            )
         return route
 
     async def predictions(request: Request) -> Response:
         route = authorized_route(request)
         if isinstance(route, Response):
             return route
-        try:
-            body = await read_body(request, gw.config.max_body_bytes)
-        except BodyTooLarge:
-            return _too_large(gw.config.max_body_bytes)
-        ctype = request.headers.get("content-type")
+        explain = request.url.path.startswith("/explanations/")
 
-        async def call() -> Response:
-            r = await gw.predict(route.name, body, ctype)
-            return _passthrough(r, gw.config.retry_after_s)
+        async def work() -> Response:
+            if (bad := version_error(route, request.path_params.get("version"))) is not None:
+                raise bad
+            body = await read_client_body(request, gw.config.max_body_bytes)
+            payload = normalise(
+                route.task, request.headers.get("content-type"), body, url=_url(request)
+            )
+            if explain:
+                check_explainable(route)
+            canonical = json.dumps(payload).encode()
+            if not explain and payload.get("parameters", {}).get("stream") is True:
+                return await gw.stream_inference(route, canonical)
+            if not explain and route.task == "summarization":
+                return await gw.summarise(route, payload)
+            async with gw.slot():
+                if explain:
+                    r = await gw.explain(route.name, canonical)
+                else:
+                    r = await gw.predict(route.name, canonical, "application/json")
+            return upstream_response(r, gw.config.retry_after_s)
 
-        return await gw.run_inference(route, call)
+        return await gw.serve(route, work)
 
     async def v2_server(request: Request) -> Response:
         if not gw.authorized(request):
@@ -397,14 +700,21 @@ def build_api_app(gw: Gateway) -> Starlette:
         ready = gw.all_ready()
         return JSONResponse({"ready": ready}, 200 if ready else 400)
 
-    async def v2_model(request: Request) -> Response:
+    def versioned_route(request: Request) -> ModelRoute | Response:
         route = authorized_route(request)
+        if isinstance(route, Response):
+            return route
+        bad = version_error(route, request.path_params.get("version"))
+        return route if bad is None else _error(bad.status, bad.message)
+
+    async def v2_model(request: Request) -> Response:
+        route = versioned_route(request)
         if isinstance(route, Response):
             return route
         return JSONResponse(oip.model_metadata(route.name, route.task, route.revision))
 
     async def v2_model_ready(request: Request) -> Response:
-        route = authorized_route(request)
+        route = versioned_route(request)
         if isinstance(route, Response):
             return route
         ready = gw.ready[route.name] and not gw.stopping
@@ -414,39 +724,53 @@ def build_api_app(gw: Gateway) -> Starlette:
         route = authorized_route(request)
         if isinstance(route, Response):
             return route
-        try:
-            doc = json.loads(await read_body(request, gw.config.max_body_bytes))
-            payload = oip.to_handler_payload(route.task, doc)
-        except BodyTooLarge:
-            return _too_large(gw.config.max_body_bytes)
-        except ValueError as e:  # OipError is a ValueError, and so is bad JSON
-            return _error(400, str(e))
-        body = json.dumps(payload).encode()
 
-        async def call() -> Response:
-            r = await gw.predict(route.name, body, "application/json")
+        async def work() -> Response:
+            if (bad := version_error(route, request.path_params.get("version"))) is not None:
+                raise bad
+            body = await read_client_body(request, gw.config.max_body_bytes)
+            example = oip.example(route.task, _url(request))
+            try:
+                if not body.strip():
+                    raise OipError("the body is empty")
+                doc = parse_json(body)
+                payload = oip.to_handler_payload(route.task, doc)
+            except (Invalid, OipError) as e:
+                raise ClientError(400, f"{e}. Example: {example}") from None
+            explain = oip.explain_requested(doc)
+            no_stream(payload, "/predictions/" + route.name)
+            if explain:
+                check_explainable(route)
+            canonical = json.dumps(payload).encode()
+            async with gw.slot():
+                if explain:
+                    r = await gw.explain(route.name, canonical)
+                else:
+                    r = await gw.predict(route.name, canonical, "application/json")
             if r.status_code != 200:
-                try:
-                    message = str(r.json().get("message") or r.json().get("error") or r.text)
-                except ValueError:
-                    message = r.text
-                resp = _error(r.status_code, message)
-                if r.status_code == 503:
-                    resp.headers["Retry-After"] = str(gw.config.retry_after_s)
-                return resp
+                return upstream_response(r, gw.config.retry_after_s)
             results = r.json()
-            results = results if isinstance(results, list) else [results]
-            outputs = oip.to_outputs(route.task, results)
+            if explain:
+                outputs = oip.explain_outputs(results)
+            else:
+                results = results if isinstance(results, list) else [results]
+                outputs = oip.to_outputs(route.task, results)
             return JSONResponse(
                 oip.infer_response(route.name, route.revision, doc.get("id"), outputs)
             )
 
-        return await gw.run_inference(route, call)
+        return await gw.serve(route, work)
 
     return Starlette(
         routes=[
+            *extra_routes,
+            # Before KServe's: GET /v1/models/{m} is both, and the OpenAI card carries
+            # KServe's name/ready too.
+            *openai_routes(gw),
             Route("/predictions/{model}", predictions, methods=["POST", "PUT"]),
             Route("/predictions/{model}/{version}", predictions, methods=["POST", "PUT"]),
+            Route("/explanations/{model}", predictions, methods=["POST", "PUT"]),
+            Route("/explanations/{model}/{version}", predictions, methods=["POST", "PUT"]),
             Route("/v2", v2_server, methods=["GET"]),
             Route("/v2/health/live", v2_live, methods=["GET"]),
             Route("/v2/health/ready", v2_ready, methods=["GET"]),
@@ -456,9 +780,30 @@ def build_api_app(gw: Gateway) -> Starlette:
             Route("/v2/models/{model}/versions/{version}/ready", v2_model_ready, methods=["GET"]),
             Route("/v2/models/{model}/infer", v2_infer, methods=["POST"]),
             Route("/v2/models/{model}/versions/{version}/infer", v2_infer, methods=["POST"]),
+            *kserve.routes(gw, authorized_route),
             *probe_routes(gw),
         ]
     )
+
+
+def no_stream(payload: dict[str, Any], where: str) -> None:
+    """Streaming is answered on /predictions only (NDJSON lines); these APIs answer once."""
+    params = payload.get("parameters")
+    if isinstance(params, dict) and params.get("stream") is True:
+        raise ClientError(
+            400,
+            f"parameters.stream: streamed answers come from {where} (NDJSON lines); "
+            "leave stream out here",
+        )
+
+
+def check_explainable(route: ModelRoute) -> None:
+    if route.task in MEDIA_TASKS:
+        raise ClientError(
+            400,
+            f"explanations are for text tasks; {route.name!r} is {route.task}. Send the same "
+            f"body to /predictions/{route.name} for its answer",
+        )
 
 
 def probe_routes(gw: Gateway) -> list[Route]:

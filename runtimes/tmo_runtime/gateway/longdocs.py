@@ -44,10 +44,13 @@ def split_document(text: str, size: int) -> list[str]:
     pieces: list[str] = []
     start, n = 0, len(text)
     while start < n:
+        while start < n and text[start].isspace():
+            start += 1
         end = min(n, start + size)
-        if end < n:
-            cut = text.rfind(" ", start + size // 2, end)
-            cut = max(cut, text.rfind("\n", start + size // 2, end))
+        if end < n and not text[end].isspace():
+            # Back to the last whitespace: the word running over the edge goes whole into
+            # the next piece.
+            cut = max(text.rfind(" ", start, end), text.rfind("\n", start, end))
             if cut > start:
                 end = cut
         piece = text[start:end].strip()

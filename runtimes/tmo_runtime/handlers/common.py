@@ -16,6 +16,15 @@ log = logging.getLogger("tmo.handler")
 class BadRequest(ValueError):
     """One request of a batch is malformed; only that caller gets a 400."""
 
+    status = 400
+
+
+class TooLarge(BadRequest):
+    """One request is beyond a limit of the manifest; only that caller gets a 413, and the
+    message names the limit, its manifest field and how to get under it."""
+
+    status = 413
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -144,6 +153,17 @@ def text_item(value: Any) -> str:
     if not isinstance(value, str):
         raise BadRequest(f"expected a string, got {type(value).__name__}")
     return value
+
+
+def non_blank_text(value: Any) -> str:
+    """A text item the model can answer about: empty or whitespace-only text would still get
+    a label, an embedding or a summary, of nothing, so it is refused."""
+    text = text_item(value)
+    if not text.strip():
+        raise BadRequest(
+            f'inputs must be non-empty text, e.g. {{"inputs": "the refund is late"}}; got {text!r}'
+        )
+    return text
 
 
 def binary_item(value: Any) -> bytes:

@@ -1,13 +1,16 @@
 """The function TorchServe calls: `handle(data, context)`.
 
 TorchServe hands over a whole batch (one entry per caller). Every caller's request is decoded
-on its own (a malformed one gets a 400, the rest of the batch still runs), then all items of
-all callers go through the task in one forward pass, and the answers are handed back in order.
+on its own (a malformed one gets its 400, one beyond a limit its 413, an unexpected failure its
+500; the rest of the batch still runs), then all items of all callers go through the task in one
+forward pass, and the answers are handed back in order. When that pass fails, the callers are
+run one by one, so only the one that fails alone gets the error.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from tmo_runtime.handlers.common import (
@@ -46,16 +49,21 @@ def build_task(settings: Settings) -> Task:
     return task
 
 
-def run_batch(task: Task, bodies: list[Any]) -> tuple[list[Any], dict[int, str]]:
-    """Answers in caller order, and the callers whose request was malformed."""
+def run_batch(task: Task, bodies: list[Any]) -> tuple[list[Any], dict[int, int]]:
+    """Answers in caller order, and the HTTP status of each caller that failed.
+
+    A failed caller's answer is `{"error": message}`. Every caller's body is decoded on its own,
+    so whatever one body does (bad JSON, a truncated image, a parameter of the wrong type) only
+    that caller is refused; the others still run, together, in one forward pass.
+    """
     decoded: list[Request | None] = []
-    errors: dict[int, str] = {}
+    failed: dict[int, Failure] = {}
     for idx, body in enumerate(bodies):
         try:
             decoded.append(task.decode(as_json_or_raw(body)))
-        except BadRequest as e:
+        except Exception as e:  # any decoding failure is this caller's alone
             decoded.append(None)
-            errors[idx] = str(e)
+            failed[idx] = _failure(e, "decoding the request")
     flat: list[Any] = []
     params: list[dict[str, Any]] = []
     owners: list[int] = []
@@ -69,43 +77,59 @@ def run_batch(task: Task, bodies: list[Any]) -> tuple[list[Any], dict[int, str]]
     if flat:
         try:
             results = task.infer(flat, params)
-        except BadRequest as e:
-            # Content errors found only while batching (an unreadable image): fail each caller
-            # alone by retrying one by one, so one bad caller never fails the others.
+        except Exception as e:  # decide below whose failure it was
             if len({*owners}) == 1:
-                errors[owners[0]] = str(e)
-                results = []
-                owners = []
+                failed[owners[0]] = _failure(e, "running the model")
+                results, owners = [], []
             else:
-                log.info("batch had a bad request (%s); running callers one by one", e)
-                return _one_by_one(task, bodies, decoded, errors)
+                # Which caller broke the batch is unknown: run the callers one by one, so
+                # only the one that fails alone is refused and the others are answered.
+                log.info("batched forward pass failed (%r); running callers one by one", e)
+                return _one_by_one(task, decoded, failed)
     grouped: list[list[Any]] = [[] for _ in bodies]
     for owner, result in zip(owners, results, strict=True):
         grouped[owner].append(result)
     answers: list[Any] = []
     for idx, req in enumerate(decoded):
-        if req is None or idx in errors:
-            answers.append({"error": errors[idx]})
+        if req is None or idx in failed:
+            answers.append({"error": failed[idx].message})
         else:
             answers.append(grouped[idx][0] if req.single else grouped[idx])
-    return answers, errors
+    return answers, {idx: f.status for idx, f in failed.items()}
 
 
 def _one_by_one(
-    task: Task, bodies: list[Any], decoded: list[Request | None], errors: dict[int, str]
-) -> tuple[list[Any], dict[int, str]]:
+    task: Task, decoded: list[Request | None], failed: dict[int, Failure]
+) -> tuple[list[Any], dict[int, int]]:
     answers: list[Any] = []
     for idx, req in enumerate(decoded):
         if req is None:
-            answers.append({"error": errors[idx]})
+            answers.append({"error": failed[idx].message})
             continue
         try:
             res = task.infer(req.items, [req.parameters] * len(req.items))
             answers.append(res[0] if req.single else res)
-        except BadRequest as e:
-            errors[idx] = str(e)
-            answers.append({"error": str(e)})
-    return answers, errors
+        except Exception as e:  # this caller's failure only
+            failed[idx] = _failure(e, "running the model")
+            answers.append({"error": failed[idx].message})
+    return answers, {idx: f.status for idx, f in failed.items()}
+
+
+@dataclass(frozen=True)
+class Failure:
+    status: int
+    message: str
+
+
+def _failure(e: Exception, during: str) -> Failure:
+    """A client's mistake (BadRequest and its 413 kin) keeps its status and message; anything
+    else is a 500 for this caller, logged with its traceback for whoever runs the model."""
+    if isinstance(e, BadRequest):
+        return Failure(e.status, str(e))
+    log.error("unexpected failure while %s", during, exc_info=e)
+    return Failure(
+        500, f"internal error while {during} ({type(e).__name__}); the model server log has more"
+    )
 
 
 _task: Task | None = None
@@ -134,7 +158,15 @@ def handle(data: list[dict[str, Any]] | None, context: Any) -> list[Any] | None:
         _task = build_task(settings)
     if data is None:
         return None  # the initialisation call
-    answers, errors = run_batch(_task, [raw_body(r) for r in data])
-    for idx, message in errors.items():
-        context.set_response_status(code=400, phrase=message[:200], idx=idx)
+    from tmo_runtime.handlers.routing import answer_batch  # explanations, streamed generation
+
+    answers, statuses = answer_batch(_task, [raw_body(r) for r in data], context, run_batch)
+    for idx, code in statuses.items():
+        # The reason phrase is a header line: one line, short; the full message is the body.
+        phrase = " ".join(str(answers[idx]["error"]).split())[:200]
+        context.set_response_status(code=code, phrase=phrase, idx=idx)
+    if statuses:
+        # Which callers of a batch were refused, and with what: the others were answered.
+        codes = ", ".join(f"{code}" for _, code in sorted(statuses.items()))
+        log.info("batch of %d callers: %d refused (%s)", len(data), len(statuses), codes)
     return answers

@@ -2,19 +2,39 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-from tmo_runtime.handlers.common import Settings, load_model, max_new_tokens
-from tmo_runtime.handlers.text import decode_text
+from tmo_runtime.handlers.common import (
+    Request,
+    Settings,
+    TooLarge,
+    boolean,
+    check_parameters,
+    integer,
+    load_model,
+    non_blank_text,
+    split_inputs,
+)
+from tmo_runtime.handlers.text import TEXT_KEYS
+
+
+@dataclass(frozen=True)
+class Document:
+    """One document as token windows (special tokens included), tokenised once at decode."""
+
+    chunks: list[list[int]]
+    tokens: int
+    truncated: bool
 
 
 class Summarization:
     """Map-reduce over the model's window: chunk, summarise every chunk, join in order.
 
-    All chunks of all documents in the batch go through one generate() call.
+    A document needing more than spec.runtime.maxChunks windows is refused (413) before any
+    generation, so one huge document cannot hold the worker for minutes. All chunks of all
+    documents in the batch go through one generate() call.
     """
-
-    decode = staticmethod(decode_text)
 
     def __init__(self, settings: Settings) -> None:
         import transformers
@@ -25,32 +45,71 @@ class Summarization:
         limit = int(getattr(self.model.config, "max_position_embeddings", 1 << 30))
         self.window = min(settings.max_sequence_length, limit)
         self.stride = self.window // 8  # overlap so a sentence cut at a border is seen whole once
+        # A summary longer than the decoder's positions would index past its embeddings.
+        self.max_new_tokens = min(settings.max_new_tokens, limit - 1)
+        hint = " per chunk (spec.runtime.maxNewTokens"
+        hint += ")" if self.max_new_tokens == settings.max_new_tokens else ", capped by the model)"
+        self.parameters = {
+            "truncation": boolean(),
+            "max_new_tokens": integer(1, self.max_new_tokens, hint=hint),
+        }
 
-    def chunk(self, texts: list[str]) -> Any:
-        return self.tokenizer(
-            texts,
+    def decode(self, payload: Any) -> Request:
+        req = split_inputs(payload, TEXT_KEYS)
+        req.parameters = check_parameters(req.parameters, self.parameters)
+        truncate = bool(req.parameters.get("truncation", False))
+        req.items = [self.split(non_blank_text(v), truncate) for v in req.items]
+        return req
+
+    def split(self, text: str, truncate: bool) -> Document:
+        enc = self.tokenizer(
+            text,
             max_length=self.window,
             truncation=True,
             stride=self.stride,
             return_overflowing_tokens=True,
-            padding=True,
-            return_tensors="pt",
+            verbose=False,
         )
+        chunks = [list(ids) for ids in enc["input_ids"]]
+        # Every window after the first repeats `stride` tokens of the one before it.
+        specials = int(self.tokenizer.num_special_tokens_to_add(pair=False))
+        tokens = sum(len(c) - specials for c in chunks) - self.stride * (len(chunks) - 1)
+        tokens += specials
+        limit = self.settings.max_chunks
+        if len(chunks) <= limit:
+            return Document(chunks, tokens, False)
+        if not truncate:
+            raise TooLarge(
+                f"the document is {tokens} tokens, which needs {len(chunks)} windows of "
+                f"{self.window} tokens, over the limit of {limit} "
+                "(spec.runtime.maxChunks); send a shorter document, split it, or set "
+                f'"parameters": {{"truncation": true}} to summarise its first {limit} windows'
+            )
+        return Document(chunks[:limit], tokens, True)
 
     def infer(self, items: list[Any], params: list[dict[str, Any]]) -> list[Any]:
         import torch
 
-        limits = max_new_tokens(params, self.settings.max_new_tokens)
-        enc = self.chunk(items)
-        owner = [int(i) for i in enc.pop("overflow_to_sample_mapping")]
-        chunk_limits = [limits[o] for o in owner]
+        owner = [i for i, doc in enumerate(items) for _ in doc.chunks]
+        flat = [chunk for doc in items for chunk in doc.chunks]
+        limits = [params[o].get("max_new_tokens", self.max_new_tokens) for o in owner]
+        enc = self.tokenizer.pad({"input_ids": flat}, padding=True, return_tensors="pt")
         enc = enc.to(self.settings.device)
         with torch.inference_mode():
             generated = self.model.generate(
-                **enc, max_new_tokens=max(chunk_limits), do_sample=False, num_beams=1
+                **enc, max_new_tokens=max(limits), do_sample=False, num_beams=1
             )
-        texts = self.tokenizer.batch_decode(generated.cpu(), skip_special_tokens=True)
+        # Row k starts with the decoder start token; each chunk keeps only its own caller's
+        # max_new_tokens even though the batch ran to the largest.
+        rows = [generated[k, : 1 + n].cpu() for k, n in enumerate(limits)]
+        texts = self.tokenizer.batch_decode(rows, skip_special_tokens=True)
         parts: list[list[str]] = [[] for _ in items]
         for o, text in zip(owner, texts, strict=True):
             parts[o].append(text.strip())
-        return [{"summary_text": " ".join(p).strip(), "chunks": len(p)} for p in parts]
+        out = []
+        for doc, p in zip(items, parts, strict=True):
+            result: dict[str, Any] = {"summary_text": " ".join(p).strip(), "chunks": len(p)}
+            if doc.truncated:
+                result.update({"truncated": True, "input_tokens": doc.tokens})
+            out.append(result)
+        return out
