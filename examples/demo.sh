@@ -3,7 +3,8 @@
 #   1. a real Kubernetes control plane (built from source, kwok nodes) with TMO's CRDs
 #   2. bad manifests refused, offline (`tmo validate`) and by the API server itself
 #   3. the operator turns a TransformerModel into a served, autoscaled, monitored model
-#   4. a model developer serves a tiny model locally with `tmo serve` and calls it
+#   4. a model developer serves tiny models locally with `tmo serve` and calls them the ways
+#      people do: curl habits, OIP v2, the OpenAI client (streaming); attention as a heat map
 #   5. Rollouts: a harmless change promoted step by step, a slow one rolled back by itself,
 #      judged by a real Prometheus on real traffic to real model servers
 # Run it through `make demo` (which sets up the venv, Debian packages and the cluster build).
@@ -91,31 +92,60 @@ done
 run kubectl -n ml get deployment "$dep" -o jsonpath='{range .spec.template.spec.containers[*]}{.name}: {.image}{"\n"}{end}'
 run kubectl -n ml get events --field-selector reason=ChildReverted -o custom-columns=TYPE:.type,REASON:.reason,MESSAGE:.message
 
-step "4. A model developer serves a tiny random-weight model locally with 'tmo serve'"
+step "4. A model developer serves tiny random-weight models locally with 'tmo serve'"
 run tmo dev tiny-model --task text-classification --out examples/local/tiny-models/text-classification
+run tmo dev tiny-model --task text-generation --out examples/local/tiny-models/text-generation
 echo "s3cr3t-local" > "$work/token"
 port=$(free_port); mport=$(free_port)
-tmo serve -f examples/local/text-classification.yaml --port "$port" --metrics-port "$mport" \
-  --token-file "$work/token" --workdir "$work/serve" > "$work/serve.log" 2>&1 &
+tmo serve -f examples/local/text-classification.yaml -f examples/local/text-generation.yaml \
+  --port "$port" --metrics-port "$mport" --token-file "$work/token" > "$work/serve.log" 2>&1 &
 pids+=($!)
 echo "(tmo serve running as pid $!, log: $work/serve.log; waiting for TorchServe's workers)"
 for _ in $(seq 180); do
-  curl -sf "http://127.0.0.1:$port/v2/health/ready" >/dev/null 2>&1 && break
+  grep -q '^ready ' "$work/serve.log" && break
   kill -0 "${pids[-1]}" 2>/dev/null || { cat "$work/serve.log"; exit 1; }
   sleep 1
 done
+grep -E '^(gateway|model|ready) ' "$work/serve.log"
+url="http://127.0.0.1:$port"
+auth="Authorization: Bearer s3cr3t-local"
 echo "Without a token:"
-run curl -s -o /dev/null -w "HTTP %{http_code}\n" -X POST "http://127.0.0.1:$port/predictions/tiny-text-classification" -d "hello"
-echo "With the token (TorchServe passthrough, then the Open Inference Protocol v2):"
-run curl -s -H "Authorization: Bearer s3cr3t-local" -H "Content-Type: application/json" \
-  "http://127.0.0.1:$port/predictions/tiny-text-classification" -d '{"text": "Invoice overdue, please pay today"}'
+run curl -s -o /dev/null -w "HTTP %{http_code}\n" -X POST "$url/predictions/tiny-text-classification" -d "hello"
+echo "With the token: JSON, then curl's habit of plain -d text, then the Open Inference Protocol v2:"
+run curl -s -H "$auth" -H "Content-Type: application/json" \
+  "$url/predictions/tiny-text-classification" -d '{"inputs": "Invoice overdue, please pay today"}'
 echo
-run curl -s -H "Authorization: Bearer s3cr3t-local" -H "Content-Type: application/json" \
-  "http://127.0.0.1:$port/v2/models/tiny-text-classification/infer" \
+run curl -s -H "$auth" "$url/predictions/tiny-text-classification" -d 'Invoice overdue, please pay today'
+echo
+run curl -s -H "$auth" -H "Content-Type: application/json" \
+  "$url/v2/models/tiny-text-classification/infer" \
   -d '{"inputs":[{"name":"text","shape":[2],"datatype":"BYTES","data":["Meeting moved to 3pm","You won a prize!!!"]}]}'
 echo
-echo "What Prometheus and KEDA read from the gateway:"
-curl -s "http://127.0.0.1:$mport/metrics" | grep -E '^tmo_(inflight_requests|requests_total|request_duration_seconds_count|memory_usage|memory_limit)' | head -8
+echo "A client's mistake is that client's 400, saying what to send (never a 5xx for anyone):"
+run curl -s -H "$auth" -H "Content-Type: application/json" \
+  "$url/predictions/tiny-text-classification" -d '{"inputs": "x", "parameters": "oops"}'
+echo
+echo "The OpenAI API, with the official openai client (the bearer token is the API key), streaming:"
+TMO_URL="$url" python3 - <<'PY'
+import os
+from openai import OpenAI
+client = OpenAI(base_url=os.environ["TMO_URL"] + "/v1", api_key="s3cr3t-local")
+print("models:", [m.id for m in client.models.list()])
+stream = client.chat.completions.create(
+    model="tiny-text-generation", messages=[{"role": "user", "content": "hello"}],
+    max_tokens=12, stream=True, stream_options={"include_usage": True})
+for chunk in stream:
+    if chunk.choices:
+        print(repr(chunk.choices[0].delta.content or ""), end=" ", flush=True)
+    elif chunk.usage:
+        print(f"\nusage: {chunk.usage.prompt_tokens} prompt + {chunk.usage.completion_tokens} completion tokens")
+PY
+echo "(a random-weight model: the words are noise; the API is what is shown)"
+echo "Attention you can look at: tokens and the last layer's attention, drawn as a heat map:"
+run tmo explain -f examples/local/text-classification.yaml --text "Invoice overdue, please pay today" \
+  --out "$work/attention.png"
+echo "What Prometheus and KEDA read from the gateway (client errors are 4xx, never 5xx):"
+curl -s "http://127.0.0.1:$mport/metrics" | grep -E '^tmo_(inflight_requests|requests_total|memory_usage)' | head -8
 
 step "5. Rollouts: every change goes live as a canary, judged by Prometheus"
 echo "kwok's pods run nothing, so a local data plane plays kubelet and Gateway for namespace"

@@ -70,6 +70,9 @@ def load_task(path: Path, name: str | None, device: str, workdir: Path) -> tuple
         device=device,
     )
     _say(f"loading model {spec.name} ({spec.task}, {spec.precision}) ...")
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()  # type: ignore[no-untyped-call]
     return spec.name, build_task(settings)
 
 
@@ -94,12 +97,12 @@ def run(args: argparse.Namespace) -> int:
     if args.out is not None:
         from tmo_runtime.heatmap import render_attention
 
-        head = explanation["head"]
-        heads = "mean over heads" if head == "mean" else f"head {head}"
-        title = (
-            f"{name}: layer {explanation['layer']} of {explanation['num_layers']}, "
-            f"{heads} of {explanation['num_heads']}"
+        head, heads = explanation["head"], explanation["num_heads"]
+        which = (
+            f"mean over its {heads} heads" if head == "mean" else f"head {head} of 0-{heads - 1}"
         )
+        last = explanation["num_layers"] - 1
+        title = f"{name}: layer {explanation['layer']} of 0-{last}, {which}"
         image = render_attention(explanation["tokens"], explanation["attention"], title)
         image.save(args.out, "PNG")
         _say(f"wrote {args.out} ({image.width}x{image.height})")

@@ -125,7 +125,7 @@ def _serve(args: argparse.Namespace, specs: list[ServeSpec], workdir: Path) -> i
     from tmo_runtime.gateway.server import run_event_loop, serve_gateway
     from tmo_runtime.packaging import package_huggingface, place_mar
     from tmo_runtime.torchserve import TorchServe, free_port
-    from tmo_runtime.ts_config import TorchServeSettings
+    from tmo_runtime.ts_config import TorchServeSettings, request_limit_for
 
     store = workdir / "store"
     entries = []
@@ -159,6 +159,7 @@ def _serve(args: argparse.Namespace, specs: list[ServeSpec], workdir: Path) -> i
         grpc_inference_port=free_port(),
         grpc_management_port=free_port(),
         job_queue_size=args.job_queue_size,
+        max_request_size=request_limit_for(args.max_body_bytes),
     )
     ts = TorchServe(settings, workdir)
     config = GatewayConfig(

@@ -29,6 +29,11 @@ class ModelEntry:
     version: str = "1.0"
 
 
+def request_limit_for(gateway_body_limit: int) -> int:
+    """TorchServe's max_request_size for a gateway cap: base64 adds a third, JSON a little."""
+    return gateway_body_limit * 4 // 3 + (1 << 20)
+
+
 @dataclass(frozen=True)
 class TorchServeSettings:
     model_store: str
@@ -44,7 +49,9 @@ class TorchServeSettings:
     token_auth: bool = True
     token_expiration_min: int = 60 * 24 * 365
     netty_threads: int = 0  # 0 = TorchServe's default (number of cores)
-    max_request_size: int = 64 * 1024 * 1024
+    # The gateway forwards images and audio as base64 inside JSON (4/3 of the bytes): room for
+    # a body at the gateway's own 64 MiB cap.
+    max_request_size: int = request_limit_for(64 * 1024 * 1024)
     max_response_size: int = 64 * 1024 * 1024
     log4j_config_path: str | None = None
     extra: dict[str, str] = field(default_factory=dict)
