@@ -408,6 +408,13 @@ class Gateway:
             return JSONResponse(body, answer.status, headers=headers)
         return JSONResponse(answer.body, answer.status)
 
+    async def forward(self, route: ModelRoute, body: bytes, *, explain: bool = False) -> Upstream:
+        """A canonical body to TorchServe, a prediction or an explanation, in one slot."""
+        async with self.slot():
+            if explain:
+                return await self.explain(route.name, body)
+            return await self.predict(route.name, body, "application/json")
+
     async def explain(self, model: str, body: bytes) -> Upstream:
         """TorchServe's /explanations/{model}: the handler answers attention (text tasks)."""
         return await self._ts_call(
@@ -679,11 +686,7 @@ def build_api_app(gw: Gateway, extra_routes: Sequence[BaseRoute] = ()) -> Starle
                 return await gw.stream_inference(route, canonical)
             if not explain and route.task == "summarization":
                 return await gw.summarise(route, payload)
-            async with gw.slot():
-                if explain:
-                    r = await gw.explain(route.name, canonical)
-                else:
-                    r = await gw.predict(route.name, canonical, "application/json")
+            r = await gw.forward(route, canonical, explain=explain)
             return upstream_response(r, gw.config.retry_after_s)
 
         return await gw.serve(route, work)
@@ -741,12 +744,7 @@ def build_api_app(gw: Gateway, extra_routes: Sequence[BaseRoute] = ()) -> Starle
             no_stream(payload, "/predictions/" + route.name)
             if explain:
                 check_explainable(route)
-            canonical = json.dumps(payload).encode()
-            async with gw.slot():
-                if explain:
-                    r = await gw.explain(route.name, canonical)
-                else:
-                    r = await gw.predict(route.name, canonical, "application/json")
+            r = await gw.forward(route, json.dumps(payload).encode(), explain=explain)
             if r.status_code != 200:
                 return upstream_response(r, gw.config.retry_after_s)
             results = r.json()

@@ -2,7 +2,9 @@
 
 `{"instances": [...], "parameters"?}` becomes the canonical payload with a list of inputs
 (bodies.normalise_instances), so the answer is one prediction per instance:
-`{"predictions": [...]}` (`{"explanations": [...]}` for `:explain`).
+`{"predictions": [...]}` (`{"explanations": [...]}` for `:explain`). Readiness,
+`GET /v1/models/NAME`, is the OpenAI model card's route (openai_routes), which carries KServe's
+`name` and `ready` and answers 503 until the model is ready.
 """
 
 from __future__ import annotations
@@ -44,12 +46,7 @@ def routes(
             no_stream(payload, "/predictions/" + route.name)
             if explain:
                 check_explainable(route)
-            canonical = json.dumps(payload).encode()
-            async with gw.slot():
-                if explain:
-                    r = await gw.explain(route.name, canonical)
-                else:
-                    r = await gw.predict(route.name, canonical, "application/json")
+            r = await gw.forward(route, json.dumps(payload).encode(), explain=explain)
             if r.status_code != 200:
                 return upstream_response(r, gw.config.retry_after_s)
             results = r.json()
@@ -58,15 +55,7 @@ def routes(
 
         return await gw.serve(route, work)
 
-    async def ready(request: Request) -> Response:
-        route = authorized_route(request)
-        if isinstance(route, Response):
-            return route
-        ok = gw.ready[route.name] and not gw.stopping
-        return JSONResponse({"name": route.name, "ready": ok}, 200 if ok else 503)
-
     return [
         Route("/v1/models/{model}:predict", infer, methods=["POST"]),
         Route("/v1/models/{model}:explain", infer, methods=["POST"]),
-        Route("/v1/models/{model}", ready, methods=["GET"]),
     ]
