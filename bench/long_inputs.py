@@ -1,16 +1,18 @@
 """Long inputs: does a long request hold short ones behind it? Is speech linear in the clip?
 
-    .venv/bin/python bench/long_inputs.py [--windows 48] [--seconds 5,20,60]
+    .venv/bin/python bench/long_inputs.py [--windows 400] [--seconds 5,20,60]
 
-Summarisation (tiny model, maxSequenceLength 64, one worker, batchSize 8): while one long
-document (about `--windows` windows) is summarised, a prober sends a one-line document every
-100 ms and records its latency. Two ways, in the same run:
+Summarisation (a small random BART: d_model 256, 3+3 layers, so that compute, not HTTP,
+dominates as it does for real models; maxSequenceLength 64, one worker, batchSize 8): while one
+long document (about `--windows` windows) is summarised, a prober sends a one-line document
+every 100 ms and records its latency. Two ways, in the same run:
 
 - baseline: the long document goes to TorchServe directly, as one request (what the gateway
   did before: one batch holds the whole document, and every short request batched or queued
   behind it waits for all of it);
 - gateway: the long document goes through the gateway, which sends it to TorchServe piece by
-  piece (tmo_runtime.gateway.longdocs), so short requests run between two pieces.
+  piece (tmo_runtime.gateway.longdocs, 8 windows a piece), so short requests run between two
+  pieces.
 
 Speech (tiny model): time to transcribe clips of `--seconds` lengths through the gateway, and
 the time per audio second (flat = linear).
@@ -77,6 +79,35 @@ async def probe_during(
     }
 
 
+def build_small_bart(out: Path) -> None:
+    import torch
+    import transformers
+    from tmo_runtime.tiny_models import _bpe_tokenizer
+
+    torch.manual_seed(0)
+    tok = _bpe_tokenizer(add_bos_eos=True)
+    cfg: Any = transformers.BartConfig(
+        vocab_size=len(tok),
+        d_model=256,
+        encoder_layers=3,
+        decoder_layers=3,
+        encoder_attention_heads=4,
+        decoder_attention_heads=4,
+        encoder_ffn_dim=1024,
+        decoder_ffn_dim=1024,
+        max_position_embeddings=128,
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        decoder_start_token_id=tok.eos_token_id,
+        forced_eos_token_id=tok.eos_token_id,
+    )
+    model: Any = transformers.BartForConditionalGeneration(cfg)
+    tok.model_max_length = 128
+    tok.save_pretrained(out)
+    model.save_pretrained(out)
+
+
 def wav(seconds: float, rate: int = 16000) -> bytes:
     import numpy as np
 
@@ -93,15 +124,18 @@ def wav(seconds: float, rate: int = 16000) -> bytes:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--windows", type=int, default=48)
+    p.add_argument("--windows", type=int, default=400)
     p.add_argument("--seconds", default="5,20,60")
     args = p.parse_args()
     from tmo_runtime.tiny_models import build_tiny_model
 
     models = Path(tempfile.mkdtemp(prefix="tmo-bench-long-"))
-    print("building tiny models ...", file=sys.stderr)
-    for task in ("summarization", "speech-recognition"):
-        build_tiny_model(task, models / task)
+    print("building models ...", file=sys.stderr)
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+    build_small_bart(models / "summarization")
+    build_tiny_model("speech-recognition", models / "speech-recognition")
     docs = [
         manifest(
             "summ",
@@ -117,7 +151,7 @@ def main() -> int:
     print("starting tmo serve ...", file=sys.stderr)
     serve = start(docs)
     try:
-        body = {"inputs": document(args.windows), "parameters": {"max_new_tokens": 8}}
+        body = {"inputs": document(args.windows), "parameters": {"max_new_tokens": 16}}
         ts_url = serve.state["torchserve"]["inference"] + "/predictions/summ"
         print(f"summarisation: one document of ~{args.windows} windows, short probes every 0.1 s")
         base = asyncio.run(probe_during(serve, ts_url, serve.ts_headers(), body))

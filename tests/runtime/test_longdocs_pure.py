@@ -9,9 +9,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from tmo_runtime.gateway.longdocs import (
+    PIECE_WINDOWS,
     DocumentTooLong,
+    Limits,
     PieceAnswer,
-    check_bound,
+    plan,
     split_document,
     summarise_in_pieces,
 )
@@ -35,8 +37,18 @@ def test_cuts_at_whitespace_not_inside_words() -> None:
 
 def test_the_bound_names_both_limits() -> None:
     with pytest.raises(DocumentTooLong) as e:
-        check_bound("word " * 1000, 100, 3, 25)
+        plan({"inputs": "word " * 1000}, Limits(max_sequence_length=25, max_chunks=3))
     assert "maxChunks=3" in str(e.value) and "maxSequenceLength=25" in str(e.value)
+
+
+def test_short_documents_go_whole_and_long_ones_in_pieces_of_several_windows() -> None:
+    limits = Limits(max_sequence_length=16, max_chunks=1000)  # 64-character windows
+    assert plan({"inputs": ["short", "also short"]}, limits) is None
+    long_doc = "word " * 400  # 2000 characters: about 32 windows
+    plans = plan({"inputs": ["short", long_doc]}, limits)
+    assert plans is not None and plans[0] == ["short"]
+    assert all(len(p) <= 64 * PIECE_WINDOWS for p in plans[1])
+    assert len(plans[1]) == 4  # 32 windows, PIECE_WINDOWS (8) per piece
 
 
 async def test_pieces_go_one_at_a_time_and_summaries_join_in_order() -> None:
@@ -45,13 +57,14 @@ async def test_pieces_go_one_at_a_time_and_summaries_join_in_order() -> None:
     async def send(body: bytes) -> PieceAnswer:
         doc = json.loads(body)
         sent.append(doc)
-        return PieceAnswer(200, {"summary_text": doc["inputs"].split()[0], "chunks": 1})
+        return PieceAnswer(200, {"summary_text": doc["inputs"].split()[0], "chunks": 2})
 
     text = " ".join(f"w{i}" for i in range(40))
     payload = {"inputs": text, "parameters": {"max_new_tokens": 4}}
-    answer = await summarise_in_pieces(payload, 20, 64, 5, send)
+    answer = await summarise_in_pieces(payload, [split_document(text, 20)], send)
     assert answer.status == 200
     assert answer.body["pieces"] == len(sent) > 1
+    assert answer.body["chunks"] == 2 * len(sent)
     assert answer.body["summary_text"].split() == [d["inputs"].split()[0] for d in sent]
     assert all(d["parameters"] == {"max_new_tokens": 4} for d in sent)
 
@@ -60,5 +73,5 @@ async def test_a_failing_piece_is_the_answer() -> None:
     async def send(body: bytes) -> PieceAnswer:
         return PieceAnswer(400, {"error": "bad"})
 
-    answer = await summarise_in_pieces({"inputs": "x " * 100}, 20, 64, 5, send)
+    answer = await summarise_in_pieces({"inputs": "x"}, [["x", "y"]], send)
     assert answer == PieceAnswer(400, {"error": "bad"})

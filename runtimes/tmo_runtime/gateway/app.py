@@ -376,7 +376,14 @@ class Gateway:
         """Summarisation; a long document goes to TorchServe piece by piece (longdocs), so
         short requests are not held behind the whole document. One admission slot covers all
         the pieces: only one is at TorchServe at a time, and a drain lets the document finish."""
-        size = longdocs.piece_chars(route.max_sequence_length)
+        limits = longdocs.Limits(route.max_sequence_length, route.max_chunks)
+        try:
+            plans = longdocs.plan(payload, limits)
+        except longdocs.DocumentTooLong as e:
+            raise ClientError(413, str(e)) from None
+        if plans is None:
+            r = await self.forward(route, json.dumps(payload).encode())
+            return upstream_response(r, self.config.retry_after_s)
 
         async def send(body: bytes) -> longdocs.PieceAnswer:
             r = await self.predict(route.name, body, "application/json")
@@ -386,21 +393,8 @@ class Gateway:
                 doc = {"error": r.text}
             return longdocs.PieceAnswer(r.status_code, doc)
 
-        if not longdocs.needs_pieces(payload, size):
-            async with self.slot():
-                r = await self.predict(route.name, json.dumps(payload).encode(), "application/json")
-            return upstream_response(r, self.config.retry_after_s)
-        try:
-            # The bound first: a document over it costs no slot and no model time.
-            for item in payload["inputs"] if isinstance(payload["inputs"], list) else []:
-                if isinstance(item, str):
-                    longdocs.check_bound(item, size, route.max_chunks, route.max_sequence_length)
-            async with self.slot():
-                answer = await longdocs.summarise_in_pieces(
-                    payload, size, route.max_chunks, route.max_sequence_length, send
-                )
-        except longdocs.DocumentTooLong as e:
-            raise ClientError(413, str(e)) from None
+        async with self.slot():
+            answer = await longdocs.summarise_in_pieces(payload, plans, send)
         if answer.status != 200:
             body = answer.body if isinstance(answer.body, dict) else {"error": str(answer.body)}
             retry = answer.status in (429, 503)

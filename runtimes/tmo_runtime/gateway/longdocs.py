@@ -4,12 +4,14 @@ TorchServe answers a batch as a whole: one 60-window document in a batch holds e
 request batched or queued behind it for the document's whole duration. So the gateway sends a
 long document to TorchServe as a sequence of pieces, one request each, one at a time: short
 requests arriving meanwhile join TorchServe's queue between two pieces and wait for at most
-one piece, not the document. The handler still chunks each piece by its tokenizer (a piece is
-sized to about one window) and the piece summaries are joined in order, which is what the
-handler's own map step does inside one request.
+one piece, not the document. The handler chunks each piece by its tokenizer and the piece
+summaries are joined in order, which is what the handler's own map step does inside one
+request.
 
-The size of a request is bounded too: more pieces than `spec.runtime.maxChunks` is a 413
-before any work is done.
+A piece is PIECE_WINDOWS windows: the handler batches a piece's chunks into one generate(),
+which keeps most of the speed of batching the whole document. The size of a request is
+bounded too: a document of more than `spec.runtime.maxChunks` windows is a 413 before any work
+is done.
 """
 
 from __future__ import annotations
@@ -19,9 +21,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-# Characters per token is about 4 for English BPE vocabularies; a piece of 4 x window
-# characters is about one window, and the handler splits it again if it is more.
+# Characters per token is about 4 for English BPE vocabularies: a window of maxSequenceLength
+# tokens is about 4 x that many characters.
 CHARS_PER_TOKEN = 4
+# Windows per piece. One piece is one TorchServe request whose chunks the handler batches into
+# one generate() (batching chunks is several times cheaper than sending them one by one); a
+# short request waits for at most one piece, not the whole document.
+PIECE_WINDOWS = 8
 
 
 @dataclass(frozen=True)
@@ -31,11 +37,21 @@ class PieceAnswer:
 
 
 class DocumentTooLong(ValueError):
-    """More pieces than the model's maxChunks: answered with 413."""
+    """More windows than the model's maxChunks: answered with 413."""
 
 
-def piece_chars(max_sequence_length: int) -> int:
-    return max(64, max_sequence_length * CHARS_PER_TOKEN)
+@dataclass(frozen=True)
+class Limits:
+    max_sequence_length: int  # tokens per window (spec.runtime.maxSequenceLength)
+    max_chunks: int  # windows per document (spec.runtime.maxChunks)
+
+    @property
+    def window_chars(self) -> int:
+        return max(16, self.max_sequence_length * CHARS_PER_TOKEN)
+
+    @property
+    def piece_chars(self) -> int:
+        return self.window_chars * PIECE_WINDOWS
 
 
 def split_document(text: str, size: int) -> list[str]:
@@ -60,44 +76,40 @@ def split_document(text: str, size: int) -> list[str]:
     return pieces
 
 
-def needs_pieces(payload: dict[str, Any], size: int) -> bool:
+def plan(payload: dict[str, Any], limits: Limits) -> list[list[Any]] | None:
+    """Each input's pieces, or None when every input fits one piece (sent as it is).
+
+    Raises DocumentTooLong for a document of more than maxChunks windows: refused before any
+    work is done."""
     inputs = payload.get("inputs")
     items = inputs if isinstance(inputs, list) else [inputs]
-    return any(isinstance(x, str) and len(x) > size for x in items)
-
-
-def check_bound(text: str, size: int, max_chunks: int, max_sequence_length: int) -> list[str]:
-    pieces = split_document(text, size)
-    if len(pieces) > max_chunks:
-        raise DocumentTooLong(
-            f"document too long: {len(text)} characters is about {len(pieces)} windows of "
-            f"spec.runtime.maxSequenceLength={max_sequence_length} tokens; this model takes at "
-            f"most spec.runtime.maxChunks={max_chunks} windows per document"
-        )
-    return pieces
+    texts = [x for x in items if isinstance(x, str)]
+    for text in texts:
+        windows = -(-len(text) // limits.window_chars)
+        if windows > limits.max_chunks:
+            raise DocumentTooLong(
+                f"document too long: {len(text)} characters is about {windows} windows of "
+                f"spec.runtime.maxSequenceLength={limits.max_sequence_length} tokens; this "
+                f"model takes at most spec.runtime.maxChunks={limits.max_chunks} windows per "
+                f"document"
+            )
+    if all(len(t) <= limits.piece_chars for t in texts):
+        return None
+    return [split_document(x, limits.piece_chars) if isinstance(x, str) else [x] for x in items]
 
 
 async def summarise_in_pieces(
     payload: dict[str, Any],
-    size: int,
-    max_chunks: int,
-    max_sequence_length: int,
+    plans: list[list[Any]],
     send: Callable[[bytes], Awaitable[PieceAnswer]],
 ) -> PieceAnswer:
-    """Every input of `payload` summarised; long ones piece by piece, in order.
+    """Every input of `payload` summarised piece by piece, one piece at a time, in order.
 
     Returns the first error as the answer (status and body) if any piece fails: a document
     with a piece the model cannot take has no summary.
     """
-    inputs = payload["inputs"]
-    single = not isinstance(inputs, list)
-    items = [inputs] if single else list(inputs)
+    single = not isinstance(payload["inputs"], list)
     params = payload.get("parameters")
-    # Refuse before any work: a document over the bound costs nothing.
-    plans = [
-        check_bound(x, size, max_chunks, max_sequence_length) if isinstance(x, str) else [x]
-        for x in items
-    ]
     results = []
     for pieces in plans:
         summaries, chunks = [], 0
