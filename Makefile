@@ -36,8 +36,9 @@ deps: ## install the Debian packages tests need (prometheus/promtool, openssl, J
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 
-cluster-build: ## build etcd, kube-apiserver, controller-manager, scheduler, kubectl and kwok into the cache
+cluster-build: ## build etcd, kube-apiserver, controller-manager, scheduler, kubectl and kwok, and fetch the third-party CRDs, into the cache
 	@e2e/cluster/build.sh
+	@e2e/cluster/crds.sh
 
 cluster-up: cluster-build venv ## start the local control plane; writes .cluster/kubeconfig (idempotent)
 	@e2e/cluster/up.sh

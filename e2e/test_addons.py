@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +18,19 @@ import pytest
 from e2e.kube import Cluster, wait_for
 from e2e.tmo_operator import REPO, OperatorProcess, install_crds, operator_kubeconfig
 
-THIRD_PARTY = Path(os.environ.get("TMO_THIRD_PARTY_CRDS", REPO.parent / "shared/crds/third-party"))
+
+def third_party_crds() -> Path:
+    """TMO_THIRD_PARTY_CRDS, else the pinned upstream CRDs in the cache (fetched if missing)."""
+    if os.environ.get("TMO_THIRD_PARTY_CRDS"):
+        return Path(os.environ["TMO_THIRD_PARTY_CRDS"])
+    script = 'e2e/cluster/crds.sh >&2 && source e2e/cluster/versions.sh && echo "$THIRD_PARTY_CRDS"'
+    out = subprocess.run(
+        ["bash", "-c", script], cwd=REPO, check=True, capture_output=True, text=True
+    )
+    return Path(out.stdout.strip())
+
+
+THIRD_PARTY = third_party_crds()
 ADDONS = {
     "scaledobjects.keda.sh": THIRD_PARTY / "keda" / "keda.sh_scaledobjects.yaml",
     "prometheusrules.monitoring.coreos.com": THIRD_PARTY

@@ -27,6 +27,8 @@ fi
 [ -d "$state" ] && "$here/down.sh" >/dev/null 2>&1 || true
 
 "$here/build.sh"
+# The third-party CRDs, from their pinned upstream modules (TMO_THIRD_PARTY_CRDS overrides).
+[ -n "${TMO_THIRD_PARTY_CRDS:-}" ] || "$here/crds.sh"
 # Any failure from here on stops what was started: no half-up cluster left behind.
 trap 'echo "error: cluster-up failed; logs in $state/logs" >&2; "$here/down.sh" >/dev/null 2>&1 || true' ERR
 t_start=$(date +%s.%N)
@@ -173,9 +175,9 @@ NODE
 done | "$K" --kubeconfig "$kc" apply -f - >/dev/null
 
 # --- third-party CRDs: every child object TMO creates is checked by its real schema ---
-shared_crds="${TMO_THIRD_PARTY_CRDS:-$repo/../shared/crds/third-party}"
-if [ ! -d "$shared_crds" ]; then
-  echo "error: third-party CRDs not found at $shared_crds (set TMO_THIRD_PARTY_CRDS)" >&2
+shared_crds="${TMO_THIRD_PARTY_CRDS:-$THIRD_PARTY_CRDS}"
+if [ ! -d "$shared_crds/keda" ]; then
+  echo "error: third-party CRDs not found at $shared_crds" >&2
   "$here/down.sh" >/dev/null 2>&1 || true; exit 1
 fi
 "$K" --kubeconfig "$kc" apply --server-side -f "$shared_crds/keda" -f "$shared_crds/gateway-api" \

@@ -11,3 +11,6 @@ TMO_CACHE=${TMO_CACHE:-$HOME/.cache/tmo}
 CLUSTER_BIN="$TMO_CACHE/k8s-$K8S_VERSION-kwok-$KWOK_VERSION-etcd-$ETCD_VERSION-$SUM/bin"
 CLUSTER_BINARIES="etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok kstatus"
 export K8S_VERSION KWOK_VERSION ETCD_VERSION TMO_CACHE CLUSTER_BIN CLUSTER_BINARIES
+# The third-party CRDs (crds.sh): named by the pins that choose them.
+THIRD_PARTY_CRDS="$TMO_CACHE/third-party-crds-$(cat "$here/thirdparty/go.mod" "$here/thirdparty/go.sum" "$here/crds.sh" | sha256sum | cut -c1-10)"
+export THIRD_PARTY_CRDS
