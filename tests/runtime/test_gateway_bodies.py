@@ -270,3 +270,16 @@ def test_streaming_passes_lines_through(served: Served) -> None:
     assert all("token" in line for line in lines[:-1])
     assert "".join(line["token"] for line in lines[:-1]) == lines[-1]["generated_text"]
     assert requests_total(served, "text-generation", "200") == before + 1
+
+
+def test_tritonclient_binary_tensors_get_a_400_that_says_what_to_change(served: Served) -> None:
+    import numpy as np
+    import tritonclient.http as httpclient
+    from tritonclient.utils import InferenceServerException
+
+    client = httpclient.InferenceServerClient(served.url.removeprefix("http://"))
+    text = httpclient.InferInput("text", [1], "BYTES")
+    text.set_data_from_numpy(np.array([b"the refund is late"], dtype=object))  # binary default
+    with pytest.raises(InferenceServerException) as e:
+        client.infer(model_name(TEXT), [text], headers=served.headers)
+    assert e.value.status() == "400" and "binary_data=False" in str(e.value.message())

@@ -725,6 +725,13 @@ def build_api_app(gw: Gateway, extra_routes: Sequence[BaseRoute] = ()) -> Starle
         async def work() -> Response:
             if (bad := version_error(route, request.path_params.get("version"))) is not None:
                 raise bad
+            if "inference-header-content-length" in request.headers:
+                raise ClientError(
+                    400,
+                    "the binary tensor data extension is not supported here: send JSON tensors "
+                    "(tritonclient: binary_data=False in set_data_from_numpy and in "
+                    "InferRequestedOutput)",
+                )
             body = await read_client_body(request, gw.config.max_body_bytes)
             example = oip.example(route.task, _url(request))
             try:
