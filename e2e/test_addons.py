@@ -81,7 +81,7 @@ MODEL = {
     "metadata": {"name": "addons"},
     "spec": {
         "task": "text-classification",
-        "model": {"uri": "pvc://models/tinybert", "format": "huggingface"},
+        "model": {"uri": "https://models.example.com/tinybert.tar.gz", "format": "huggingface"},
         "scaling": {"minReplicas": 1, "maxReplicas": 3},
     },
 }

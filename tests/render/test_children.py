@@ -170,3 +170,38 @@ def test_containers_run_the_runtime_entry_points(manifest: dict[str, Any]) -> No
     # TorchServe's stop, must fit in it.
     drain = float(env["TMO_GATEWAY_DRAIN_DELAY"]) + float(env["TMO_GATEWAY_DRAIN_TIMEOUT"])
     assert pod["terminationGracePeriodSeconds"] >= drain + 10
+
+
+@pytest.mark.parametrize(
+    ("uri", "mount_path", "sub_path"),
+    [
+        (
+            "pvc://model-weights/llama-2-7b-chat-hf",
+            "/mnt/pvc/model-weights/llama-2-7b-chat-hf",
+            "llama-2-7b-chat-hf",
+        ),
+        ("pvc://weights/a/b/", "/mnt/pvc/weights/a/b", "a/b"),
+        ("pvc://weights", "/mnt/pvc/weights", None),
+    ],
+)
+def test_a_pvc_model_mounts_only_its_path_read_only_into_fetch(
+    manifest: dict[str, Any], uri: str, mount_path: str, sub_path: str | None
+) -> None:
+    manifest["spec"]["model"]["uri"] = uri
+    pod = _one(render_children(manifest).objects, "Deployment")["spec"]["template"]["spec"]
+    claim = uri.removeprefix("pvc://").split("/")[0]
+    (volume,) = [v for v in pod["volumes"] if "persistentVolumeClaim" in v]
+    assert volume["persistentVolumeClaim"] == {"claimName": claim, "readOnly": True}
+    fetch = pod["initContainers"][0]
+    (mount,) = [m for m in fetch["volumeMounts"] if m["name"] == volume["name"]]
+    assert mount["readOnly"] is True and mount["mountPath"] == mount_path
+    assert mount.get("subPath") == sub_path
+    assert {"name": "TMO_PVC_ROOT", "value": "/mnt/pvc"} in fetch["env"]
+    # Only the fetch container reads the claim; the model server gets the packaged copy.
+    for c in pod["containers"]:
+        assert all(m["name"] != volume["name"] for m in c["volumeMounts"])
+
+
+def test_other_schemes_mount_no_claim(manifest: dict[str, Any]) -> None:
+    pod = _one(render_children(manifest).objects, "Deployment")["spec"]["template"]["spec"]
+    assert not [v for v in pod["volumes"] if "persistentVolumeClaim" in v]

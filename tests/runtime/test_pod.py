@@ -227,3 +227,38 @@ def test_rendered_pod_serves_reports_memory_and_drains(tiny_models: Path) -> Non
             if proc.poll() is None:
                 proc.kill()
                 proc.wait(10)
+
+
+def test_rendered_fetch_reads_a_pvc_model_from_its_read_only_mount(tiny_models: Path) -> None:
+    """pvc://CLAIM/path: the rendered fetch container finds the model where the rendered
+    volumeMount puts the claim's subPath, and packages it without writing to the claim."""
+    import shutil
+
+    doc = manifest(MODEL, "text-classification", "pvc://weights/models/tc")
+    containers = _rendered_containers(doc)
+    (mount,) = [m for m in containers["fetch"]["volumeMounts"] if m["name"] == "model-source"]
+    paths = PodPaths(Path(tempfile.mkdtemp(prefix="tmo-p", dir="/tmp")))
+    paths.mapping["/mnt/pvc"] = paths.root / "pvc"
+    # What kubelet mounts there: the subPath of the claim, read-only.
+    claim_dir = Path(paths.local(mount["mountPath"]))
+    shutil.copytree(tiny_models / "text-classification", claim_dir)
+    for p in [claim_dir, *claim_dir.rglob("*")]:
+        p.chmod(0o555 if p.is_dir() else 0o444)
+    before = sorted(claim_dir.rglob("*"))
+    (paths.mapping[MOUNT_PATH] / "model.yaml").write_text(yaml.safe_dump(doc))
+    try:
+        fetch = subprocess.run(
+            paths.argv(containers["fetch"]),
+            cwd=REPO,
+            env=paths.env(containers["fetch"]),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert fetch.returncode == 0, fetch.stderr
+        assert (paths.mapping[MODEL_STORE] / f"{MODEL}.mar").is_file()
+        assert sorted(claim_dir.rglob("*")) == before  # nothing written to the claim
+    finally:
+        for p in [claim_dir, *claim_dir.rglob("*")]:
+            p.chmod(0o755 if p.is_dir() else 0o644)
+        shutil.rmtree(paths.root, ignore_errors=True)

@@ -7,6 +7,7 @@ in the pod talks to the Kubernetes API).
 
 from __future__ import annotations
 
+import posixpath
 from typing import Any
 
 from tmo.render import names
@@ -21,6 +22,9 @@ DRAIN_TIMEOUT_S = 25
 # Delay + drain + TorchServe's own stop (its supervisor gives it up to 15 s, usually ~1 s).
 TERMINATION_GRACE_S = DRAIN_DELAY_S + DRAIN_TIMEOUT_S + 15
 GPU_RESOURCE = "nvidia.com/gpu"
+# Where the fetch container finds pvc:// models: pvc://CLAIM/path -> PVC_ROOT/CLAIM/path (the
+# runtime's fetcher reads TMO_PVC_ROOT).
+PVC_ROOT = "/mnt/pvc"
 # The gateway is a small asyncio proxy: it needs little, and must never be starved by the model.
 GATEWAY_RESOURCES = {
     "requests": {"cpu": "100m", "memory": "128Mi"},
@@ -93,6 +97,28 @@ def _credentials_env(spec: dict[str, Any]) -> list[dict[str, Any]]:
     return [{"secretRef": {"name": ref["name"]}}] if ref and ref.get("name") else []
 
 
+def model_source_volume(
+    spec: dict[str, Any],
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """For a pvc:// model: the claim as a read-only volume, and the fetch container's mount of
+    just the URI's path in it (subPath), where the fetcher looks for it. Nothing otherwise."""
+    uri = str((spec.get("model") or {}).get("uri", ""))
+    if not uri.lower().startswith("pvc://"):
+        return [], []
+    claim, _, sub = uri[len("pvc://") :].partition("/")
+    sub = posixpath.normpath(sub.strip("/")) if sub.strip("/") else ""
+    volume = {
+        "name": "model-source",
+        "persistentVolumeClaim": {"claimName": claim, "readOnly": True},
+    }
+    mount: dict[str, Any] = {"name": "model-source", "readOnly": True}
+    if sub and not sub.startswith(".."):
+        mount |= {"mountPath": f"{PVC_ROOT}/{claim}/{sub}", "subPath": sub}
+    else:  # the fetcher refuses a path that leaves the claim, with the URI in its message
+        mount["mountPath"] = f"{PVC_ROOT}/{claim}"
+    return [volume], [mount]
+
+
 def _token_env(spec: dict[str, Any]) -> list[dict[str, Any]]:
     ref = (spec.get("auth") or {}).get("tokenSecretRef")
     if not ref or not ref.get("name"):
@@ -143,17 +169,18 @@ def render_pod_template(
     image = runtime_image(spec, settings)
     env = _env(obj, revision, settings)
     labels = {**names.revision_labels(name, revision), **names.pod_selector(name)}
+    source_volumes, source_mounts = model_source_volume(spec)
     fetch = {
         "name": "fetch",
         "image": image,
         # The runtime's pod entry points (tmo_runtime.pod): fetch, verify sha256, package a .mar.
         "command": ["python", "-m", "tmo_runtime", "fetch"],
         "args": ["--manifest", f"{MOUNT_PATH}/model.yaml", "--model-store", MODEL_STORE],
-        "env": env,
+        "env": [*env, {"name": "TMO_PVC_ROOT", "value": PVC_ROOT}],
         "envFrom": _credentials_env(spec),
         "resources": FETCH_RESOURCES,
         "securityContext": container_security_context(),
-        "volumeMounts": _mounts({"name": "model-store", "mountPath": MODEL_STORE}),
+        "volumeMounts": _mounts({"name": "model-store", "mountPath": MODEL_STORE}, *source_mounts),
     }
     torchserve = {
         "name": "torchserve",
@@ -213,6 +240,7 @@ def render_pod_template(
             {"name": "config", "configMap": {"name": names.config_map_name(name, revision)}},
             {"name": "tmp", "emptyDir": {}},
             {"name": "model-store", "emptyDir": {}},
+            *source_volumes,
         ],
     }
     if gpu_count(spec):
