@@ -11,7 +11,7 @@ PY := $(VENV)/bin/python
 export TMO_CACHE ?= $(HOME)/.cache/tmo
 # The venv is rebuilt only when pyproject.toml changes: its hash names the stamp file.
 VENV_STAMP = $(VENV)/.stamp-$(shell sha256sum pyproject.toml | cut -c1-16)
-DEBIAN_PACKAGES := prometheus openssl openjdk-17-jre-headless
+DEBIAN_PACKAGES := prometheus openssl openjdk-17-jre-headless shellcheck
 PYTEST_ARGS ?=
 
 .PHONY: help venv deps cluster-build cluster-up cluster-down test unit e2e lint crds demo clean
