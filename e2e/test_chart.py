@@ -71,3 +71,35 @@ def test_rendered_chart_is_accepted_by_the_api_server(helm: str, cluster: Cluste
     cluster.kubectl("create", "namespace", "tmo-system", check=False)
     r = cluster.apply(manifest, "--dry-run=server")
     assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("progressDeadlineSeconds=abc", "at '/progressDeadlineSeconds': got string, want integer"),
+        ("logFormat=xml", "at '/logFormat': value must be one of 'plain', 'full', 'json'"),
+        ("prometheusUrl=prometheus:9090", "/prometheusUrl"),
+        ("replicas=2", "additional properties 'replicas' not allowed"),
+    ],
+)
+def test_a_wrong_value_fails_with_the_field_named(helm: str, setting: str, message: str) -> None:
+    r = subprocess.run(
+        [helm, "template", "tmo", str(CHART), "--set", setting],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode != 0 and message in r.stderr, r.stderr
+
+
+def test_notes_say_what_to_do_next(helm: str) -> None:
+    r = subprocess.run(
+        [helm, "install", "tmo", str(CHART), "-n", "tmo-system", "--dry-run=client"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    notes = r.stdout.split("NOTES:", 1)[1]
+    assert "kubectl -n tmo-system rollout status deployment/tmo-operator" in notes
+    assert "tmo validate -f" in notes and "kubectl tmo rollout status" in notes
