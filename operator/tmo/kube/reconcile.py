@@ -700,8 +700,16 @@ class Reconciler:
 
     def _seeded(self, deployment: dict[str, Any]) -> bool:
         """Whether the starting replicas were applied already: once per Deployment, ever, so a
-        restarted operator never resets what the HPA has scaled to."""
-        return self._managed_by(deployment, self._seed_manager)
+        restarted operator never resets what the HPA has scaled to.
+
+        Once the HPA (or `kubectl scale`) writes spec.replicas through the scale subresource, the
+        seed manager owns no field any more and the API server drops its managedFields entry:
+        spec.replicas owned by a manager that is not TMO's counts as seeded too."""
+        return self._managed_by(deployment, self._seed_manager) or any(
+            not str(m.get("manager", "")).startswith(self.settings.field_manager)
+            and "f:replicas" in ((m.get("fieldsV1") or {}).get("f:spec") or {})
+            for m in deployment["metadata"].get("managedFields") or []
+        )
 
     @property
     def _seed_manager(self) -> str:
