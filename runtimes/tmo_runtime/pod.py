@@ -112,6 +112,9 @@ def run_gateway(manifest: Path, token_file: Path | None) -> int:
         max_concurrency=int(env.get("TMO_GATEWAY_MAX_CONCURRENCY", "16")),
         max_queue=int(env.get("TMO_GATEWAY_MAX_QUEUE", "64")),
         drain_timeout_s=_drain_timeout(),
+        # TorchServe answers within spec.runtime.responseTimeoutSeconds (or fails the worker):
+        # wait that long and a little, then 504.
+        request_timeout_s=spec.response_timeout_s + 10.0,
         drain_delay_s=_drain_delay(),
         cgroup_root=Path(env.get("TMO_CGROUP_ROOT", "/sys/fs/cgroup")),
         share_dir=_share_dir(),

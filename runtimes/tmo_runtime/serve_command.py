@@ -65,6 +65,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="on SIGTERM, keep answering this long while /readyz says 503, before refusing new "
         "requests (behind a load balancer: its time to stop routing here; default 0)",
     )
+    parser.add_argument(
+        "--request-timeout",
+        type=float,
+        help="seconds the gateway waits for TorchServe's answer before a 504 (default: the "
+        "longest spec.runtime.responseTimeoutSeconds of the manifests, plus 10)",
+    )
     parser.add_argument("--ready-timeout", type=float, default=300.0)
 
 
@@ -173,6 +179,7 @@ def _serve(args: argparse.Namespace, specs: list[ServeSpec], workdir: Path) -> i
         max_body_bytes=args.max_body_bytes,
         drain_timeout_s=args.drain_timeout,
         drain_delay_s=args.drain_delay,
+        request_timeout_s=args.request_timeout or max(s.response_timeout_s for s in specs) + 10.0,
         # Locally the cgroup is the whole session or CI job: report what this process and
         # TorchServe's process group hold, against the cgroup's limit, as one figure.
         container="tmo-serve",

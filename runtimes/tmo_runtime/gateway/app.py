@@ -220,7 +220,9 @@ class Gateway:
         timeout: float | None = None,
     ) -> Upstream:
         """Call TorchServe with its own token; re-read the key file once if it was rejected."""
-        client_timeout = aiohttp.ClientTimeout(total=timeout) if timeout else None
+        # Not None when no timeout is given: aiohttp reads timeout=None as "no timeout at all",
+        # not "the session's" (request_timeout_s), and a hung TorchServe would hold the caller.
+        client_timeout = aiohttp.ClientTimeout(total=timeout) if timeout else self.client.timeout
         for attempt in (0, 1):
             key = self._keys.inference if kind == "inference" else self._keys.management
             all_headers = {**(headers or {}), **self._ts_headers(key)}
