@@ -118,11 +118,14 @@ def run(args: argparse.Namespace) -> int:
     # Short path on purpose: TorchServe's workers put AF_UNIX sockets under it.
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="tmo-", dir="/tmp"))
     workdir.mkdir(parents=True, exist_ok=True)
+    code = 1
     try:
-        return _serve(args, specs, workdir)
+        code = _serve(args, specs, workdir)
+        return code
     finally:
-        if args.workdir is None:
-            # Our own temp dir (model copies, TorchServe logs and keys): leave nothing behind.
+        if args.workdir is None and code != 1:
+            # Our own temp dir (model copies, TorchServe logs and keys): leave nothing behind,
+            # unless TorchServe died (exit 1): then its log is what the user needs.
             shutil.rmtree(workdir, ignore_errors=True)
 
 
@@ -218,7 +221,11 @@ def _serve(args: argparse.Namespace, specs: list[ServeSpec], workdir: Path) -> i
         print(f"ready     try: {example_curl(specs[0], state['gateway'], args.token_file)}")
         sys.stdout.flush()
 
+    died = False  # TorchServe exited by itself (crash, OOM kill), not stopped by us
+
     async def stop_ts() -> None:
+        nonlocal died
+        died = not ts.alive()
         await asyncio.to_thread(ts.stop)
 
     try:
@@ -237,6 +244,9 @@ def _serve(args: argparse.Namespace, specs: list[ServeSpec], workdir: Path) -> i
     finally:
         ts.stop()
     log.info("stopped after %.0fs", time.monotonic() - started)
+    if died:
+        # Non-zero, so a supervisor restarts it and a script notices; the state dir is kept.
+        return _fail(f"TorchServe exited unexpectedly; its log: {ts.log_path}", 1)
     return 0
 
 

@@ -251,8 +251,11 @@ def test_torchserve_killed_is_a_503_then_the_gateway_stops(serves: Serves) -> No
     os.killpg(ts_pid, signal.SIGKILL)
     r = predict(s, QUICK, timeout=10)
     assert_retry_json(r, 503)
-    # Nothing left to serve: the gateway stops by itself and `tmo serve` exits.
-    s.process.wait(30)
-    assert "TorchServe exited: stopping the gateway" in s.log.read_text()
+    # Nothing left to serve: the gateway stops by itself and `tmo serve` exits non-zero,
+    # saying where TorchServe's log is (kept for the user).
+    assert s.process.wait(30) == 1
+    log = s.log.read_text()
+    assert "TorchServe exited: stopping the gateway" in log
+    assert "TorchServe exited unexpectedly; its log:" in log
     with pytest.raises(httpx.ConnectError):
         httpx.get(s.url + "/livez", timeout=2)
