@@ -289,28 +289,24 @@ def completion_response(
     }
 
 
+def _envelope(
+    kind: str, model: str, rid: str, created: int, choices: list[dict[str, Any]]
+) -> dict[str, Any]:
+    return {"id": rid, "object": kind, "created": created, "model": model, "choices": choices}
+
+
 def chat_chunk(
     model: str, rid: str, created: int, delta: dict[str, Any], finish: str | None
 ) -> dict[str, Any]:
-    return {
-        "id": rid,
-        "object": "chat.completion.chunk",
-        "created": created,
-        "model": model,
-        "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
-    }
+    choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+    return _envelope("chat.completion.chunk", model, rid, created, [choice])
 
 
 def completion_chunk(
     model: str, rid: str, created: int, text: str, finish: str | None
 ) -> dict[str, Any]:
-    return {
-        "id": rid,
-        "object": "text_completion",
-        "created": created,
-        "model": model,
-        "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish}],
-    }
+    choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish}
+    return _envelope("text_completion", model, rid, created, [choice])
 
 
 def sse(doc: Mapping[str, Any] | str) -> bytes:
@@ -346,14 +342,8 @@ async def sse_events(
         else:
             yield sse(completion_chunk(call.model, rid, created, "", finish))
         if call.include_usage:
-            usage: dict[str, Any] = {
-                "id": rid,
-                "object": "chat.completion.chunk" if chat else "text_completion",
-                "created": created,
-                "model": call.model,
-                "choices": [],
-                "usage": usage_of([line]),
-            }
+            kind = "chat.completion.chunk" if chat else "text_completion"
+            usage = _envelope(kind, call.model, rid, created, []) | {"usage": usage_of([line])}
             yield sse(usage)
         break
     yield sse("[DONE]")
