@@ -82,28 +82,9 @@ def resolve_pvc_uri(rest: str, pvc_root: str | None = None) -> Path:
     return Path(root) / claim / sub
 
 
-def hf_cache_dir() -> Path:
-    if os.environ.get("HF_HUB_CACHE"):
-        return Path(os.environ["HF_HUB_CACHE"])
-    hf_home = os.environ.get(
-        "HF_HOME", os.path.join(os.path.expanduser("~"), ".cache", "huggingface")
-    )
-    return Path(hf_home) / "hub"
-
-
-def resolve_hf_uri(rest: str, cache: Path | None = None) -> Path:
-    """hf://org/name@rev from the local Hugging Face cache; never touches the network."""
-    repo, _, rev = rest.partition("@")
-    rev = rev or "main"
-    root = (cache or hf_cache_dir()) / ("models--" + repo.replace("/", "--"))
-    if not root.is_dir():
-        raise FetchError(f"hf://{rest}: {repo} is not in the local Hugging Face cache ({root})")
-    ref = root / "refs" / rev
-    commit = ref.read_text().strip() if ref.is_file() else rev
-    snapshot = root / "snapshots" / commit
-    if not snapshot.is_dir():
-        raise FetchError(f"hf://{rest}: revision {rev} is not in the local cache ({snapshot})")
-    return snapshot
+def _escapes(member: str) -> bool:
+    """Whether an archive member's name is absolute or climbs out with '..'."""
+    return member.startswith(("/", "\\")) or ".." in Path(member.replace("\\", "/")).parts
 
 
 def _unpack_if_archive(path: Path, dest: Path) -> Path:
@@ -111,13 +92,32 @@ def _unpack_if_archive(path: Path, dest: Path) -> Path:
     if name.endswith((".tar.gz", ".tgz", ".tar")):
         out = dest / "unpacked"
         with tarfile.open(path) as tar:
-            tar.extractall(out, filter="data")  # "data" refuses absolute paths and links out
+            members = tar.getmembers()
+            # Every member is checked before the first is written: a refused archive leaves
+            # nothing behind. tarfile's "data" filter refuses links out of `out` and special
+            # files but silently strips a leading "/": refuse that here too.
+            for info in members:
+                if _escapes(info.name):
+                    raise FetchError(f"{path.name}: unsafe path {info.name!r} in archive")
+                try:
+                    tarfile.data_filter(info, str(out))
+                except tarfile.FilterError as e:
+                    raise FetchError(
+                        f"{path.name}: unsafe member {info.name!r} in archive ({e})"
+                    ) from e
+            try:
+                # The filter again, at extraction: a link extracted earlier is resolved now.
+                tar.extractall(out, members=members, filter="data")
+            except tarfile.FilterError as e:
+                raise FetchError(
+                    f"{path.name}: unsafe member {e.tarinfo.name!r} in archive ({e})"
+                ) from e
         return out
     if name.endswith(".zip"):
         out = dest / "unpacked"
         with zipfile.ZipFile(path) as zf:
             for member in zf.namelist():
-                if member.startswith("/") or ".." in Path(member).parts:
+                if _escapes(member):
                     raise FetchError(f"{path.name}: unsafe path {member!r} in archive")
             zf.extractall(out)
         return out
@@ -138,27 +138,6 @@ def _fetch_https(uri: str, dest: Path) -> Path:
     return target
 
 
-def _fetch_fsspec(uri: str, dest: Path) -> Path:
-    try:
-        import fsspec
-
-        fs, path = fsspec.core.url_to_fs(uri)
-    except (ImportError, ValueError) as e:
-        raise FetchError(
-            f"{uri}: no fsspec filesystem for this scheme ({e}); install s3fs/gcsfs"
-        ) from e
-    dest.mkdir(parents=True, exist_ok=True)
-    if not fs.exists(path):
-        raise FetchError(f"{uri}: not found")
-    if fs.isdir(path):
-        target = dest / "model"
-        fs.get(path.rstrip("/") + "/", str(target), recursive=True)
-    else:
-        target = dest / path.rstrip("/").rsplit("/", 1)[-1]
-        fs.get(path, str(target))
-    return target
-
-
 def fetch(uri: str, dest: Path, *, base_dir: Path, sha256: str | None = None) -> Path:
     """Local path of the artifact at `uri`, downloaded under `dest` when remote.
 
@@ -171,11 +150,19 @@ def fetch(uri: str, dest: Path, *, base_dir: Path, sha256: str | None = None) ->
     elif scheme == "pvc":
         path = resolve_pvc_uri(rest)
     elif scheme == "hf":
-        path = resolve_hf_uri(rest)
+        from tmo_runtime.source_hf import fetch_hf
+
+        path = fetch_hf(rest, dest)
     elif scheme == "https":
         path = _fetch_https(uri, dest)
     elif scheme in ("s3", "gs", "gcs", "memory"):
-        path = _fetch_fsspec(uri, dest)
+        from tmo_runtime.source_cloud import fetch_object_store
+
+        path = fetch_object_store(uri, dest)
+    elif scheme == "mlflow":
+        from tmo_runtime.source_mlflow import fetch_mlflow
+
+        path = fetch_mlflow(rest, dest)
     else:
         raise FetchError(f"model URI scheme {scheme}:// is not supported")
     if not path.exists():

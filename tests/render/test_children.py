@@ -108,6 +108,15 @@ def test_secrets_are_referenced_never_inlined(manifest: dict[str, Any]) -> None:
     pod = _one(render_children(manifest).objects, "Deployment")["spec"]["template"]["spec"]
     fetch = pod["initContainers"][0]
     assert fetch["envFrom"] == [{"secretRef": {"name": "s3-creds"}}]
+    # ...and as files (a GCS key must be a file), for the fetch container alone.
+    volume = next(v for v in pod["volumes"] if v["name"] == "model-credentials")
+    assert volume["secret"] == {"secretName": "s3-creds", "defaultMode": 0o440}
+    mount = next(m for m in fetch["volumeMounts"] if m["name"] == "model-credentials")
+    assert mount["readOnly"] is True
+    assert {"name": "TMO_CREDENTIALS_DIR", "value": mount["mountPath"]} in fetch["env"]
+    for c in pod["containers"]:
+        assert "envFrom" not in c
+        assert all(m["name"] != "model-credentials" for m in c["volumeMounts"])
     gateway = next(c for c in pod["containers"] if c["name"] == "gateway")
     token = next(e for e in gateway["env"] if e["name"] == "TMO_AUTH_TOKEN")
     assert token["valueFrom"]["secretKeyRef"] == {"name": "email-triage-token", "key": "token"}

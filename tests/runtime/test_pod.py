@@ -9,20 +9,15 @@ outlives when both containers get SIGTERM at once, as kubelet sends it.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 import yaml
-from tmo.render import render_children
 from tmo.render.configmap import MODEL_STORE, MOUNT_PATH
 from tmo_runtime.torchserve import free_port
 from tmo_runtime.ts_config import (
@@ -33,46 +28,11 @@ from tmo_runtime.ts_config import (
 )
 
 from tests.runtime.helpers import REPO, inflight, manifest
+from tests.runtime.rendered_pod import PodPaths, rendered_containers
 
 pytestmark = pytest.mark.slow
 
 MODEL = "pod-model"
-
-
-def _rendered_containers(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    objects = render_children(doc).objects
-    pod = next(o for o in objects if o["kind"] == "Deployment")["spec"]["template"]["spec"]
-    return {c["name"]: c for c in [*pod["initContainers"], *pod["containers"]]}
-
-
-class PodPaths:
-    """The pod's mount points, mapped under one short local directory."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.mapping = {
-            MOUNT_PATH: root / "config",
-            MODEL_STORE: root / "store",
-            "/tmp": root / "tmp",  # the emptyDir both containers mount
-        }
-        for path in self.mapping.values():
-            path.mkdir(parents=True, exist_ok=True)
-
-    def local(self, value: str) -> str:
-        for pod_path, here in self.mapping.items():
-            if value == pod_path or value.startswith(pod_path + "/"):
-                return str(here) + value[len(pod_path) :]
-        return value
-
-    def argv(self, container: dict[str, Any]) -> list[str]:
-        argv = [self.local(a) for a in [*container["command"], *container.get("args", [])]]
-        assert argv[0] == "python"
-        return [sys.executable, *argv[1:]]
-
-    def env(self, container: dict[str, Any], **overrides: str) -> dict[str, str]:
-        # Literal values only: Secret references are given as overrides, as kubelet would.
-        rendered = {e["name"]: self.local(e["value"]) for e in container["env"] if "value" in e}
-        return {**os.environ, **rendered, **overrides}
 
 
 def _memory_series(metrics_url: str) -> dict[str, float]:
@@ -90,9 +50,9 @@ def test_rendered_pod_serves_reports_memory_and_drains(tiny_models: Path) -> Non
         MODEL, "summarization", f"file://{tiny_models / 'summarization'}", maxSequenceLength=128
     )
     doc["spec"]["auth"] = {"tokenSecretRef": {"name": "t", "key": "token"}}
-    containers = _rendered_containers(doc)
+    containers = rendered_containers(doc)
     revision = next(e["value"] for e in containers["gateway"]["env"] if e["name"] == "TMO_REVISION")
-    paths = PodPaths(Path(tempfile.mkdtemp(prefix="tmo-p", dir="/tmp")))
+    paths = PodPaths()
     (paths.mapping[MOUNT_PATH] / "model.yaml").write_text(yaml.safe_dump(doc))
 
     fetch = subprocess.run(
@@ -235,10 +195,9 @@ def test_rendered_fetch_reads_a_pvc_model_from_its_read_only_mount(tiny_models: 
     import shutil
 
     doc = manifest(MODEL, "text-classification", "pvc://weights/models/tc")
-    containers = _rendered_containers(doc)
+    containers = rendered_containers(doc)
     (mount,) = [m for m in containers["fetch"]["volumeMounts"] if m["name"] == "model-source"]
-    paths = PodPaths(Path(tempfile.mkdtemp(prefix="tmo-p", dir="/tmp")))
-    paths.mapping["/mnt/pvc"] = paths.root / "pvc"
+    paths = PodPaths()
     # What kubelet mounts there: the subPath of the claim, read-only.
     claim_dir = Path(paths.local(mount["mountPath"]))
     shutil.copytree(tiny_models / "text-classification", claim_dir)

@@ -37,8 +37,9 @@ URI_SCHEMES = ("s3", "gs", "https", "pvc", "hf", "file")
 GPU_RESOURCE = "nvidia.com/gpu"
 
 _uri_scheme = matches(
-    r"^(s3|gs|https|pvc|hf|file)://.+$",
-    "must start with one of s3://, gs://, https://, pvc://, hf://, file:// and name a location",
+    r"^(s3|gs|https|pvc|hf|mlflow|file)://.+$",
+    "must start with one of s3://, gs://, https://, pvc://, hf://, mlflow://, file:// and name a "
+    "location",
 )
 _pvc_uri = matches_if_prefixed(
     "pvc://",
@@ -51,13 +52,30 @@ _hf_uri = matches_if_prefixed(
     "an hf:// URI is hf://ORG/NAME or hf://ORG/NAME@REVISION",
 )
 
+_mlflow_uri = matches_if_prefixed(
+    "mlflow://",
+    r"^mlflow://[^/@?#]+(/[1-9][0-9]*|@[A-Za-z0-9_-]+)$",
+    "an mlflow:// URI is mlflow://NAME/VERSION or mlflow://NAME@ALIAS (a registered model; "
+    "the registry is the Secret's MLFLOW_TRACKING_URI)",
+)
+
 
 class ModelSource(APIModel):
     """Where the model artifact comes from and how it is packaged."""
 
-    uri: Annotated[str, Field(max_length=2048), _uri_scheme, _pvc_uri, _hf_uri]
+    cel_rules: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            cel="!has(self.hfCacheClaim) || self.uri.startsWith('hf://')",
+            message="hfCacheClaim serves hf:// models only: remove it or use an hf:// uri",
+            check=lambda m: m.hf_cache_claim is None or m.uri.startswith("hf://"),
+            field="hfCacheClaim",
+        ),
+    )
+
+    uri: Annotated[str, Field(max_length=2048), _uri_scheme, _pvc_uri, _hf_uri, _mlflow_uri]
     """Location of the model: s3://bucket/path, gs://bucket/path, https://host/path,
-    pvc://CLAIM/path, hf://org/name@revision or file:///path (tmo serve only)."""
+    pvc://CLAIM/path, hf://org/name@revision, mlflow://NAME/VERSION (or @ALIAS) or
+    file:///path (tmo serve only)."""
     format: ModelFormat = "huggingface"
     """Packaging of the artifact: huggingface (a save_pretrained directory), mar (a TorchServe
     archive), torchscript or onnx."""
@@ -72,8 +90,25 @@ class ModelSource(APIModel):
     """SHA-256 of the artifact (of the archive, or of the sorted file digests of a directory).
     Verified before load; a mismatch refuses to serve."""
     credentials_secret_ref: LocalObjectReference | None = None
-    """Secret with the credentials to fetch the artifact (AWS_*, GOOGLE_APPLICATION_CREDENTIALS
-    content, HF_TOKEN or an Authorization header for https)."""
+    """Secret with the credentials to fetch the artifact, given to the fetch container only,
+    as environment variables and as files: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and
+    optionally AWS_ENDPOINT_URL / AWS_REGION (s3://); service-account.json (gs://); HF_TOKEN
+    and optionally HF_ENDPOINT (hf://); MLFLOW_TRACKING_URI and optionally
+    MLFLOW_TRACKING_TOKEN or MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD (mlflow://)."""
+    hf_cache_claim: (
+        Annotated[
+            str,
+            Field(max_length=253),
+            matches(
+                r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
+                "must be a PersistentVolumeClaim name (lowercase letters, digits, '-', '.')",
+            ),
+        ]
+        | None
+    ) = None
+    """PersistentVolumeClaim holding a Hugging Face Hub cache (the layout `hf download
+    --cache-dir` writes). With it, an hf:// model is read from the claim, read-only and offline,
+    for clusters that cannot reach the Hub; without it, the fetch container downloads it."""
 
 
 class Runtime(APIModel):

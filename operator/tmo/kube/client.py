@@ -76,11 +76,11 @@ class Connection:
         cfg = client.Configuration()
         token_file = None
         try:
-            config.load_kube_config(  # type: ignore[no-untyped-call]
+            config.load_kube_config(
                 config_file=kubeconfig, client_configuration=cfg
             )
         except config.ConfigException:
-            config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
+            config.load_incluster_config(client_configuration=cfg)
             token_file = IN_CLUSTER_TOKEN
         ctx = ssl.create_default_context(cafile=cfg.ssl_ca_cert) if cfg.verify_ssl else False
         if isinstance(ctx, ssl.SSLContext) and cfg.cert_file:

@@ -25,6 +25,12 @@ GPU_RESOURCE = "nvidia.com/gpu"
 # Where the fetch container finds pvc:// models: pvc://CLAIM/path -> PVC_ROOT/CLAIM/path (the
 # runtime's fetcher reads TMO_PVC_ROOT).
 PVC_ROOT = "/mnt/pvc"
+# Where the fetch container sees spec.model.credentialsSecretRef as files (a GCS service-account
+# key must be a file; the fetcher reads TMO_CREDENTIALS_DIR). Its keys are also environment
+# variables (AWS_*, HF_TOKEN, MLFLOW_*), which is how those SDKs read them.
+CREDENTIALS_DIR = "/var/run/tmo/credentials"
+# Where the fetch container sees spec.model.hfCacheClaim: a Hugging Face Hub cache, read offline.
+HF_CACHE_DIR = "/mnt/hf-cache"
 # The gateway is a small asyncio proxy: it needs little, and must never be starved by the model.
 GATEWAY_RESOURCES = {
     "requests": {"cpu": "100m", "memory": "128Mi"},
@@ -92,31 +98,69 @@ def _mounts(*extra: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
-def _credentials_env(spec: dict[str, Any]) -> list[dict[str, Any]]:
+def _credentials_secret(spec: dict[str, Any]) -> str | None:
     ref = (spec.get("model") or {}).get("credentialsSecretRef")
-    return [{"secretRef": {"name": ref["name"]}}] if ref and ref.get("name") else []
+    return str(ref["name"]) if ref and ref.get("name") else None
+
+
+def _credentials_env(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    secret = _credentials_secret(spec)
+    return [{"secretRef": {"name": secret}}] if secret else []
+
+
+def credentials_volume(
+    spec: dict[str, Any],
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The credentials Secret as read-only files for the fetch container only (0440 to the pod's
+    group: the containers run as a non-root user in fsGroup)."""
+    secret = _credentials_secret(spec)
+    if not secret:
+        return [], []
+    volume = {"name": "model-credentials", "secret": {"secretName": secret, "defaultMode": 0o440}}
+    mount = {"name": "model-credentials", "mountPath": CREDENTIALS_DIR, "readOnly": True}
+    return [volume], [mount]
 
 
 def model_source_volume(
     spec: dict[str, Any],
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """For a pvc:// model: the claim as a read-only volume, and the fetch container's mount of
-    just the URI's path in it (subPath), where the fetcher looks for it. Nothing otherwise."""
-    uri = str((spec.get("model") or {}).get("uri", ""))
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """The volumes, fetch-container mounts and env a model source needs from the pod.
+
+    pvc://CLAIM/path: the claim read-only, and just the URI's path in it (subPath) mounted where
+    the fetcher looks. hf:// with hfCacheClaim: the Hub cache read-only, offline (air-gapped).
+    """
+    model = spec.get("model") or {}
+    uri = str(model.get("uri", ""))
+    if uri.lower().startswith("hf://"):
+        # The Hub's usage reporting is off in every case: a model pod phones home for nothing.
+        env = [{"name": "HF_HUB_DISABLE_TELEMETRY", "value": "1"}]
+        claim = model.get("hfCacheClaim")
+        if not claim:
+            return [], [], env
+        volume = {
+            "name": "model-source",
+            "persistentVolumeClaim": {"claimName": claim, "readOnly": True},
+        }
+        mount = {"name": "model-source", "mountPath": HF_CACHE_DIR, "readOnly": True}
+        env += [
+            {"name": "HF_HUB_CACHE", "value": HF_CACHE_DIR},
+            {"name": "HF_HUB_OFFLINE", "value": "1"},
+        ]
+        return [volume], [mount], env
     if not uri.lower().startswith("pvc://"):
-        return [], []
+        return [], [], []
     claim, _, sub = uri[len("pvc://") :].partition("/")
     sub = posixpath.normpath(sub.strip("/")) if sub.strip("/") else ""
     volume = {
         "name": "model-source",
         "persistentVolumeClaim": {"claimName": claim, "readOnly": True},
     }
-    mount: dict[str, Any] = {"name": "model-source", "readOnly": True}
+    pvc_mount: dict[str, Any] = {"name": "model-source", "readOnly": True}
     if sub and not sub.startswith(".."):
-        mount |= {"mountPath": f"{PVC_ROOT}/{claim}/{sub}", "subPath": sub}
+        pvc_mount |= {"mountPath": f"{PVC_ROOT}/{claim}/{sub}", "subPath": sub}
     else:  # the fetcher refuses a path that leaves the claim, with the URI in its message
-        mount["mountPath"] = f"{PVC_ROOT}/{claim}"
-    return [volume], [mount]
+        pvc_mount["mountPath"] = f"{PVC_ROOT}/{claim}"
+    return [volume], [pvc_mount], []
 
 
 def _token_env(spec: dict[str, Any]) -> list[dict[str, Any]]:
@@ -169,18 +213,26 @@ def render_pod_template(
     image = runtime_image(spec, settings)
     env = _env(obj, revision, settings)
     labels = {**names.revision_labels(name, revision), **names.pod_selector(name)}
-    source_volumes, source_mounts = model_source_volume(spec)
+    source_volumes, source_mounts, source_env = model_source_volume(spec)
+    credential_volumes, credential_mounts = credentials_volume(spec)
     fetch = {
         "name": "fetch",
         "image": image,
         # The runtime's pod entry points (tmo_runtime.pod): fetch, verify sha256, package a .mar.
         "command": ["python", "-m", "tmo_runtime", "fetch"],
         "args": ["--manifest", f"{MOUNT_PATH}/model.yaml", "--model-store", MODEL_STORE],
-        "env": [*env, {"name": "TMO_PVC_ROOT", "value": PVC_ROOT}],
+        "env": [
+            *env,
+            {"name": "TMO_PVC_ROOT", "value": PVC_ROOT},
+            {"name": "TMO_CREDENTIALS_DIR", "value": CREDENTIALS_DIR},
+            *source_env,
+        ],
         "envFrom": _credentials_env(spec),
         "resources": FETCH_RESOURCES,
         "securityContext": container_security_context(),
-        "volumeMounts": _mounts({"name": "model-store", "mountPath": MODEL_STORE}, *source_mounts),
+        "volumeMounts": _mounts(
+            {"name": "model-store", "mountPath": MODEL_STORE}, *source_mounts, *credential_mounts
+        ),
     }
     torchserve = {
         "name": "torchserve",
@@ -241,6 +293,7 @@ def render_pod_template(
             {"name": "tmp", "emptyDir": {}},
             {"name": "model-store", "emptyDir": {}},
             *source_volumes,
+            *credential_volumes,
         ],
     }
     if gpu_count(spec):
