@@ -44,17 +44,34 @@ def test_chart_renders_crds_rbac_and_a_hardened_operator(helm: str) -> None:
         "CustomResourceDefinition",
         "CustomResourceDefinition",
         "Deployment",
+        "PodDisruptionBudget",
+        "Role",
+        "RoleBinding",
         "ServiceAccount",
     ]
     # The RBAC the e2e operator runs with is the RBAC helm installs.
-    rendered = [
-        d for d in docs if d["kind"] in ("ServiceAccount", "ClusterRole", "ClusterRoleBinding")
-    ]
+    rbac_kinds = ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")
+    rendered = [d for d in docs if d["kind"] in rbac_kinds]
     assert rendered == [d for d in yaml.safe_load_all(chart_rbac("tmo-system")) if d]
     pod = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]
     assert pod["securityContext"]["runAsNonRoot"] is True
     sc = pod["containers"][0]["securityContext"]
     assert sc["readOnlyRootFilesystem"] is True and sc["capabilities"] == {"drop": ["ALL"]}
+
+
+def test_replicas_elect_a_leader_and_one_survives_a_drain(helm: str) -> None:
+    docs = _template(helm)
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    assert deployment["spec"]["replicas"] == 2
+    env = {e["name"]: e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["TMO_LEADER_ELECT"]["value"] == "true"
+    assert env["POD_NAMESPACE"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+    pdb = next(d for d in docs if d["kind"] == "PodDisruptionBudget")
+    assert pdb["spec"]["minAvailable"] == 1
+    assert pdb["spec"]["selector"] == deployment["spec"]["selector"]
+    # One replica: no budget (a drain could never proceed with minAvailable 1 of 1).
+    single = _template(helm, "--set", "replicas=1")
+    assert not [d for d in single if d["kind"] == "PodDisruptionBudget"]
 
 
 def test_watch_namespaces_reach_the_operator(helm: str) -> None:
@@ -79,7 +96,8 @@ def test_rendered_chart_is_accepted_by_the_api_server(helm: str, cluster: Cluste
         ("progressDeadlineSeconds=abc", "at '/progressDeadlineSeconds': got string, want integer"),
         ("logFormat=xml", "at '/logFormat': value must be one of 'plain', 'full', 'json'"),
         ("prometheusUrl=prometheus:9090", "/prometheusUrl"),
-        ("replicas=2", "additional properties 'replicas' not allowed"),
+        ("replica=2", "additional properties 'replica' not allowed"),
+        ("replicas=0", "at '/replicas': minimum: got 0, want 1"),
     ],
 )
 def test_a_wrong_value_fails_with_the_field_named(helm: str, setting: str, message: str) -> None:

@@ -36,7 +36,9 @@ class OperatorProcess:
     def log_file(self) -> Path:
         return self.workdir / f"operator-{self.starts}.log"
 
-    def start(self) -> None:
+    def start(self, wait: bool = True) -> None:
+        """Start the process; with `wait`, until its reconciler runs (a leader-election
+        standby never gets there until it leads)."""
         self.starts += 1
         self.stats_file.unlink(missing_ok=True)
         env = self.cluster.env()
@@ -56,7 +58,13 @@ class OperatorProcess:
             env=env,
             cwd=REPO,
         )
-        wait_for("the operator to start", lambda: self._alive() and self.stats_file.exists(), 60)
+        if wait:
+            self.wait_started()
+
+    def wait_started(self, timeout: float = 60) -> None:
+        wait_for(
+            "the operator to start", lambda: self._alive() and self.stats_file.exists(), timeout
+        )
 
     def _alive(self) -> bool:
         if self.proc is None or self.proc.poll() is not None:
@@ -109,7 +117,8 @@ CHART = REPO / "charts" / "tmo"
 
 
 def chart_rbac(namespace: str = OPERATOR_NAMESPACE) -> str:
-    """The chart's ServiceAccount and RBAC, with the only template value they use filled in."""
+    """The chart's ServiceAccount and RBAC (the ClusterRole for models, the Role for the leader
+    election Lease), with the only template value they use filled in."""
     docs = [
         (CHART / "templates" / f).read_text().replace("{{ .Release.Namespace }}", namespace)
         for f in ("serviceaccount.yaml", "rbac.yaml")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 
 from tmo.kube import settings as operator_settings
 
@@ -33,8 +34,9 @@ def run(args: argparse.Namespace) -> int:
     # kopf logs every handled watch event at INFO; the reconciler logs what matters.
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     namespaces = list(settings.namespaces)
-    asyncio.run(
-        kopf.operator(
+
+    async def operate() -> None:
+        await kopf.operator(
             registry=build_registry(settings),
             settings=kopf_settings(settings),
             standalone=True,
@@ -42,5 +44,32 @@ def run(args: argparse.Namespace) -> int:
             namespaces=namespaces,
             liveness_endpoint=settings.liveness_endpoint,
         )
+
+    if not settings.leader_elect:
+        asyncio.run(operate())
+        return 0
+    return asyncio.run(_elected(settings, operate))
+
+
+async def _elected(
+    settings: operator_settings.OperatorSettings, operate: Callable[[], Awaitable[None]]
+) -> int:
+    from tmo.kube import election, leader
+    from tmo.kube.client import Connection, KubeClient
+
+    client = KubeClient(Connection.load(settings.kubeconfig), settings.field_manager)
+    elector = election.Elector(
+        client,
+        settings.leader_election_namespace or election.default_namespace(),
+        settings.leader_election_name,
+        election.default_identity(),
+        leader.LeaseTiming(
+            settings.lease_duration_seconds,
+            settings.lease_renew_deadline_seconds,
+            settings.lease_retry_seconds,
+        ),
     )
-    return 0
+    try:
+        return await election.run_as_leader(elector, operate, settings.liveness_endpoint)
+    finally:
+        await client.close()

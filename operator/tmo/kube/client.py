@@ -22,6 +22,7 @@ PLURALS = {
     "ConfigMap": "configmaps",
     "Service": "services",
     "Secret": "secrets",
+    "Pod": "pods",
     "Event": "events",
     "Deployment": "deployments",
     "NetworkPolicy": "networkpolicies",
@@ -32,6 +33,7 @@ PLURALS = {
     "TransformerModel": "transformermodels",
     "Rollout": "rollouts",
     "SelfSubjectReview": "selfsubjectreviews",
+    "Lease": "leases",
 }
 IN_CLUSTER_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
 WRITE_VERBS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -76,9 +78,7 @@ class Connection:
         cfg = client.Configuration()
         token_file = None
         try:
-            config.load_kube_config(
-                config_file=kubeconfig, client_configuration=cfg
-            )
+            config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)
         except config.ConfigException:
             config.load_incluster_config(client_configuration=cfg)
             token_file = IN_CLUSTER_TOKEN
@@ -224,6 +224,12 @@ class KubeClient:
             body=body,
             content_type="application/merge-patch+json",
         )
+
+    async def replace(self, obj: dict[str, Any]) -> dict[str, Any] | None:
+        """PUT: conditional on metadata.resourceVersion (409 when someone wrote first)."""
+        meta = obj["metadata"]
+        path = resource_path(obj["apiVersion"], obj["kind"], meta.get("namespace"), meta["name"])
+        return await self._request("PUT", path, body=obj)
 
     async def create(self, obj: dict[str, Any]) -> dict[str, Any] | None:
         meta = obj["metadata"]

@@ -31,6 +31,13 @@ class OperatorSettings:
     # Whether --prometheus-url (TMO_PROMETHEUS_URL) was given: Rollout analysis needs it. Without
     # it the ScaledObjects still name the Prometheus Operator's usual in-cluster address.
     prometheus_configured: bool = True
+    # Leader election on a Lease: replicas > 1 stand by instead of writing twice.
+    leader_elect: bool = False
+    leader_election_namespace: str | None = None  # None: the pod's own namespace
+    leader_election_name: str = "tmo-operator"
+    lease_duration_seconds: int = 15
+    lease_renew_deadline_seconds: float = 10.0
+    lease_retry_seconds: float = 2.0
 
 
 def _env(name: str, default: str) -> str:
@@ -126,6 +133,44 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="serve kopf's liveness probe here, e.g. http://0.0.0.0:8080/healthz",
     )
     a(
+        "--leader-elect",
+        action=argparse.BooleanOptionalAction,
+        default=_env("TMO_LEADER_ELECT", "false").lower() in ("1", "true", "yes"),
+        help="hold a coordination.k8s.io Lease before reconciling, so several replicas are "
+        "safe: one leads, the others stand by (env TMO_LEADER_ELECT)",
+    )
+    a(
+        "--leader-election-namespace",
+        default=_env("TMO_LEADER_ELECTION_NAMESPACE", "") or None,
+        help="namespace of the Lease (env TMO_LEADER_ELECTION_NAMESPACE); default: "
+        "$POD_NAMESPACE, else the in-cluster namespace, else default",
+    )
+    a(
+        "--leader-election-name",
+        default=_env("TMO_LEADER_ELECTION_NAME", d.leader_election_name),
+        help="name of the Lease (env TMO_LEADER_ELECTION_NAME)",
+    )
+    a(
+        "--lease-duration-seconds",
+        type=int,
+        default=int(_env("TMO_LEASE_DURATION_SECONDS", str(d.lease_duration_seconds))),
+        help="a standby takes over this long after the leader's last renewal (failover time)",
+    )
+    a(
+        "--lease-renew-deadline-seconds",
+        type=float,
+        default=float(
+            _env("TMO_LEASE_RENEW_DEADLINE_SECONDS", str(d.lease_renew_deadline_seconds))
+        ),
+        help="the leader exits when it could not renew for this long (< lease duration)",
+    )
+    a(
+        "--lease-retry-seconds",
+        type=float,
+        default=float(_env("TMO_LEASE_RETRY_SECONDS", str(d.lease_retry_seconds))),
+        help="how often the leader renews and a standby tries to take the Lease",
+    )
+    a(
         "--stats-file",
         default=_env("TMO_STATS_FILE", "") or None,
         help="write request/reconcile counters as JSON to this file (benchmarks)",
@@ -136,6 +181,14 @@ _PROM_DURATION = re.compile(r"^([0-9]+(ms|s|m|h|d|w|y))+$")
 
 
 def from_args(args: argparse.Namespace) -> OperatorSettings:
+    from tmo.kube.leader import LeaseTiming
+
+    try:
+        LeaseTiming(
+            args.lease_duration_seconds, args.lease_renew_deadline_seconds, args.lease_retry_seconds
+        )
+    except ValueError as e:
+        raise SystemExit(f"tmo operator: {e}") from None
     for flag, value in (("--alert-for", args.alert_for), ("--alert-window", args.alert_window)):
         if not _PROM_DURATION.match(value):
             raise SystemExit(
@@ -162,4 +215,10 @@ def from_args(args: argparse.Namespace) -> OperatorSettings:
         stats_file=args.stats_file,
         liveness_endpoint=args.liveness_endpoint,
         prometheus_configured=bool(args.prometheus_url),
+        leader_elect=args.leader_elect,
+        leader_election_namespace=args.leader_election_namespace,
+        leader_election_name=args.leader_election_name,
+        lease_duration_seconds=args.lease_duration_seconds,
+        lease_renew_deadline_seconds=args.lease_renew_deadline_seconds,
+        lease_retry_seconds=args.lease_retry_seconds,
     )
