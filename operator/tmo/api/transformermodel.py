@@ -52,6 +52,12 @@ _hf_uri = matches_if_prefixed(
     "an hf:// URI is hf://ORG/NAME or hf://ORG/NAME@REVISION",
 )
 
+_https_uri = matches_if_prefixed(
+    "https://",
+    r"^https://[^/]+/.*[^/]$",
+    "an https:// URI names one file: an archive (.tar.gz, .tgz, .zip) of the model directory or "
+    "a .mar, not a directory (HTTP has no listing)",
+)
 _mlflow_uri = matches_if_prefixed(
     "mlflow://",
     r"^mlflow://[^/@?#]+(/[1-9][0-9]*|@[A-Za-z0-9_-]+)$",
@@ -72,7 +78,9 @@ class ModelSource(APIModel):
         ),
     )
 
-    uri: Annotated[str, Field(max_length=2048), _uri_scheme, _pvc_uri, _hf_uri, _mlflow_uri]
+    uri: Annotated[
+        str, Field(max_length=2048), _uri_scheme, _pvc_uri, _hf_uri, _https_uri, _mlflow_uri
+    ]
     """Location of the model: s3://bucket/path, gs://bucket/path, https://host/path,
     pvc://CLAIM/path, hf://org/name@revision, mlflow://NAME/VERSION (or @ALIAS) or
     file:///path (tmo serve only)."""
