@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 
 from e2e.kube import Cluster
+from e2e.models import running_operator
+from e2e.tmo_operator import OperatorProcess
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -58,3 +60,26 @@ def namespace(cluster: Cluster) -> Iterator[str]:
     cluster.kubectl("create", "namespace", name)
     yield name
     cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture
+def namespaced_operator(
+    cluster: Cluster, namespace: str, tmp_path: Path
+) -> Iterator[OperatorProcess]:
+    """`tmo operator --namespace NS` for this test's namespace alone: its counters (reconciles,
+    writes) are this test's, whatever else runs on the cluster. Quick resyncs and retries."""
+    with running_operator(
+        cluster,
+        tmp_path,
+        "--namespace",
+        namespace,
+        "--resync-seconds",
+        "2",
+        "--retry-initial-seconds",
+        "1",
+        "--retry-max-seconds",
+        "2",
+        "--addon-check-seconds",
+        "1",
+    ) as op:
+        yield op

@@ -7,7 +7,6 @@ not TorchServe itself.
 
 from __future__ import annotations
 
-import copy
 import json
 import time
 from collections.abc import Iterator
@@ -19,9 +18,12 @@ import yaml
 
 from e2e.argocd import health
 from e2e.kube import Cluster, kstatus, wait_for
-from e2e.tmo_operator import REPO, OperatorProcess, install_crds, operator_kubeconfig
+from e2e.models import apply_model, condition, running_operator, small_model, tm, wait_ready
+from e2e.tmo_operator import REPO, OperatorProcess
 
 EXAMPLES = REPO / "examples"
+GPU = "nvidia.com/gpu"
+GPU_NODE = "kwok-node-2"  # e2e/cluster/up.sh: the one kwok node with GPUs
 KINDS = (
     "configmap",
     "deployment",
@@ -37,28 +39,21 @@ KINDS = (
 def operator(
     cluster: Cluster, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[OperatorProcess]:
-    install_crds(cluster)
-    workdir = tmp_path_factory.mktemp("operator")
-    op = OperatorProcess(
+    with running_operator(
         cluster,
-        workdir,
-        kubeconfig=operator_kubeconfig(cluster, workdir),
-        args=[
-            "--resync-seconds",
-            "4",
-            "--retry-initial-seconds",
-            "1",
-            "--retry-max-seconds",
-            "3",
-            "--addon-check-seconds",
-            "2",
-            "--progress-deadline-seconds",
-            "15",
-        ],
-    )
-    op.start()
-    yield op
-    op.stop()
+        tmp_path_factory.mktemp("operator"),
+        "--resync-seconds",
+        "4",
+        "--retry-initial-seconds",
+        "1",
+        "--retry-max-seconds",
+        "3",
+        "--addon-check-seconds",
+        "2",
+        "--progress-deadline-seconds",
+        "15",
+    ) as op:
+        yield op
 
 
 def _models(path: Path) -> list[dict[str, Any]]:
@@ -66,14 +61,59 @@ def _models(path: Path) -> list[dict[str, Any]]:
     return [d for d in docs if isinstance(d, dict) and d.get("kind") == "TransformerModel"]
 
 
-def _cpu_examples() -> list[Path]:
-    return [
-        p
-        for p in sorted(EXAMPLES.glob("*.yaml"))
-        if any(
-            "nvidia.com/gpu" not in json.dumps(m["spec"].get("resources", {})) for m in _models(p)
+def _gpus(model: dict[str, Any]) -> int:
+    resources = model["spec"].get("resources") or {}
+    return max(int((resources.get(k) or {}).get(GPU, 0)) for k in ("requests", "limits"))
+
+
+def _claim(model: dict[str, Any]) -> str | None:
+    uri = str(model["spec"]["model"]["uri"])
+    return uri[len("pvc://") :].split("/")[0] if uri.startswith("pvc://") else None
+
+
+@pytest.fixture
+def volumes(cluster: Cluster) -> Iterator[list[str]]:
+    """PersistentVolumes a test creates: cluster-scoped, so deleted with the test, not its
+    namespace."""
+    created: list[str] = []
+    yield created
+    for pv in created:
+        cluster.kubectl("delete", "pv", pv, "--wait=false", check=False)
+
+
+def _bound_claim(cluster: Cluster, ns: str, claim: str, volumes: list[str]) -> None:
+    """The claim a pvc:// model reads, bound to a volume of its own, as an admin provisions it."""
+    pv = f"{ns}-{claim}"
+    volumes.append(pv)
+    spec = {"accessModes": ["ReadOnlyMany"], "storageClassName": ""}
+    cluster.apply(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "List",
+                "items": [
+                    {
+                        "apiVersion": "v1",
+                        "kind": "PersistentVolume",
+                        "metadata": {"name": pv},
+                        "spec": spec
+                        | {
+                            "capacity": {"storage": "20Gi"},
+                            "hostPath": {"path": f"/srv/{claim}"},
+                            "claimRef": {"namespace": ns, "name": claim},
+                        },
+                    },
+                    {
+                        "apiVersion": "v1",
+                        "kind": "PersistentVolumeClaim",
+                        "metadata": {"name": claim, "namespace": ns},
+                        "spec": spec
+                        | {"volumeName": pv, "resources": {"requests": {"storage": "20Gi"}}},
+                    },
+                ],
+            }
         )
-    ]
+    )
 
 
 def _secrets(model: dict[str, Any]) -> list[str]:
@@ -89,32 +129,8 @@ def _create_secret(cluster: Cluster, ns: str, name: str) -> None:
     cluster.kubectl("create", "secret", "generic", name, "-n", ns, "--from-literal=token=t0k3n")
 
 
-def _apply_model(cluster: Cluster, ns: str, model: dict[str, Any]) -> None:
-    m = copy.deepcopy(model)
-    m["metadata"]["namespace"] = ns
-    cluster.apply(json.dumps(m))
-
-
-def _tm(cluster: Cluster, ns: str, name: str) -> dict[str, Any]:
-    return cluster.get("transformermodel", name, ns)
-
-
-def _condition(obj: dict[str, Any], type_: str) -> dict[str, Any] | None:
-    for c in (obj.get("status") or {}).get("conditions") or []:
-        if c["type"] == type_:
-            return dict(c)
-    return None
-
-
-def _ready(cluster: Cluster, ns: str, name: str) -> dict[str, Any] | bool:
-    obj = _tm(cluster, ns, name)
-    c = _condition(obj, "Ready")
-    fresh = (obj.get("status") or {}).get("observedGeneration") == obj["metadata"]["generation"]
-    return obj if fresh and c is not None and c["status"] == "True" else False
-
-
 def _wait_ready(cluster: Cluster, ns: str, name: str, timeout: float = 180) -> dict[str, Any]:
-    return dict(wait_for(f"{ns}/{name} Ready=True", lambda: _ready(cluster, ns, name), timeout))
+    return wait_ready(cluster, ns, name, timeout)
 
 
 # Flux (kstatus) and Argo CD (health.lua) must read each state alike.
@@ -130,39 +146,33 @@ def _kstatus(cluster: Cluster, obj: dict[str, Any]) -> str:
 
 def _small_model(name: str, **spec: Any) -> dict[str, Any]:
     base: dict[str, Any] = {
-        "task": "text-classification",
-        "model": {"uri": "s3://models/tiny/v1/", "format": "huggingface"},
         "resources": {
             "requests": {"cpu": "100m", "memory": "256Mi"},
             "limits": {"memory": "256Mi"},
         },
         "scaling": {"minReplicas": 1, "maxReplicas": 3},
     }
-    base.update(spec)
-    return {
-        "apiVersion": "tmo.dev/v1alpha1",
-        "kind": "TransformerModel",
-        "metadata": {"name": name},
-        "spec": base,
-    }
+    return small_model(name, **(base | spec))
 
 
 # --- tests -------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("example", _cpu_examples(), ids=lambda p: p.stem)
-def test_cpu_example_becomes_ready_with_valid_children(
-    cluster: Cluster, namespace: str, operator: OperatorProcess, example: Path
+@pytest.mark.parametrize("example", sorted(EXAMPLES.glob("*.yaml")), ids=lambda p: p.stem)
+def test_example_becomes_ready_with_valid_children(
+    cluster: Cluster,
+    namespace: str,
+    operator: OperatorProcess,
+    volumes: list[str],
+    example: Path,
 ) -> None:
-    models = [
-        m
-        for m in _models(example)
-        if "nvidia.com/gpu" not in json.dumps(m["spec"].get("resources", {}))
-    ]
+    models = _models(example)
     for m in models:
         for secret in _secrets(m):
             _create_secret(cluster, namespace, secret)
-        _apply_model(cluster, namespace, m)
+        if claim := _claim(m):
+            _bound_claim(cluster, namespace, claim, volumes)
+        apply_model(cluster, namespace, m)
     for m in models:
         name = m["metadata"]["name"]
         obj = _wait_ready(cluster, namespace, name)
@@ -189,8 +199,18 @@ def test_cpu_example_becomes_ready_with_valid_children(
         scaling = m["spec"].get("scaling") or {}
         # KEDA's CRDs are installed: the revision starts at minReplicas (>= 1), then KEDA scales.
         assert d["spec"]["replicas"] == max(1, scaling.get("minReplicas", 1))
-        for pod in cluster.get_all("pods", namespace, "-l", f"tmo.dev/revision={revision}"):
+        pods = cluster.get_all("pods", namespace, "-l", f"tmo.dev/revision={revision}")
+        for pod in pods:
             assert pod["spec"]["nodeName"].startswith("kwok-node-")
+        if gpus := _gpus(m):
+            # The model server asks the scheduler for the GPUs (request = limit), and its pods
+            # run on the one node that has them.
+            server = next(
+                c for c in d["spec"]["template"]["spec"]["containers"] if c["name"] == "torchserve"
+            )
+            assert server["resources"]["requests"][GPU] == str(gpus), server["resources"]
+            assert server["resources"]["limits"][GPU] == str(gpus), server["resources"]
+            assert pods and {p["spec"]["nodeName"] for p in pods} == {GPU_NODE}, pods
         conditions = {c["type"]: c["status"] for c in st["conditions"]}
         assert conditions == {
             "Ready": "True",
@@ -208,11 +228,11 @@ def test_uri_change_rolls_a_new_revision_max_replicas_does_not(
     cluster: Cluster, namespace: str, operator: OperatorProcess
 ) -> None:
     model = _small_model("roll")
-    _apply_model(cluster, namespace, model)
+    apply_model(cluster, namespace, model)
     first = _wait_ready(cluster, namespace, "roll")["status"]["revision"]
 
     model["spec"]["scaling"]["maxReplicas"] = 7
-    _apply_model(cluster, namespace, model)
+    apply_model(cluster, namespace, model)
     obj = _wait_ready(cluster, namespace, "roll")
     assert obj["status"]["revision"] == first
     assert cluster.get("scaledobject", "roll", namespace)["spec"]["maxReplicaCount"] == 7
@@ -221,10 +241,10 @@ def test_uri_change_rolls_a_new_revision_max_replicas_does_not(
     ]
 
     model["spec"]["model"]["uri"] = "s3://models/tiny/v2/"
-    _apply_model(cluster, namespace, model)
+    apply_model(cluster, namespace, model)
     second = wait_for(
         "a new revision",
-        lambda: (r := _tm(cluster, namespace, "roll")["status"]["revision"]) != first and r,
+        lambda: (r := tm(cluster, namespace, "roll")["status"]["revision"]) != first and r,
         30,
     )
     _wait_ready(cluster, namespace, "roll")
@@ -259,7 +279,7 @@ def _gateway_image(cluster: Cluster, ns: str, deployment: str) -> str:
 def test_hand_edits_of_children_are_reverted(
     cluster: Cluster, namespace: str, operator: OperatorProcess
 ) -> None:
-    _apply_model(cluster, namespace, _small_model("edited"))
+    apply_model(cluster, namespace, _small_model("edited"))
     revision = _wait_ready(cluster, namespace, "edited")["status"]["revision"]
     deployment, config = f"edited-{revision}", f"edited-{revision}-config"
     image = _gateway_image(cluster, namespace, deployment)
@@ -309,7 +329,7 @@ def test_delete_garbage_collects_every_child(
     cluster: Cluster, namespace: str, operator: OperatorProcess
 ) -> None:
     model = _small_model("gone", route={"parentRefs": [{"name": "gw"}]})
-    _apply_model(cluster, namespace, model)
+    apply_model(cluster, namespace, model)
     _wait_ready(cluster, namespace, "gone")
     assert cluster.get("httproute", "gone", namespace)
     cluster.kubectl("delete", "tm", "gone", "-n", namespace, "--wait=true")
@@ -331,18 +351,18 @@ def test_missing_secret_stalls_then_recovers(
 ) -> None:
     model = _small_model("secretive")
     model["spec"]["model"]["credentialsSecretRef"] = {"name": "late-creds"}
-    _apply_model(cluster, namespace, model)
+    apply_model(cluster, namespace, model)
 
     def stalled() -> dict[str, Any] | bool:
-        obj = _tm(cluster, namespace, "secretive")
-        c = _condition(obj, "Stalled")
+        obj = tm(cluster, namespace, "secretive")
+        c = condition(obj, "Stalled")
         return obj if c and c["status"] == "True" else False
 
     obj = dict(wait_for("Stalled", stalled, 30))
-    c = _condition(obj, "Stalled")
+    c = condition(obj, "Stalled")
     assert c is not None and c["reason"] == "SecretNotFound" and "late-creds" in c["message"]
-    assert _condition(obj, "Ready")["status"] == "False"  # type: ignore[index]
-    assert _condition(obj, "Reconciling") is None
+    assert condition(obj, "Ready")["status"] == "False"  # type: ignore[index]
+    assert condition(obj, "Reconciling") is None
     assert _kstatus(cluster, obj) == "Failed"
     # Nothing that could not start was created.
     assert not cluster.get_all("deployment", namespace, "-l", "tmo.dev/model=secretive")
@@ -351,7 +371,7 @@ def test_missing_secret_stalls_then_recovers(
 
     _create_secret(cluster, namespace, "late-creds")
     obj = _wait_ready(cluster, namespace, "secretive", timeout=60)
-    assert _condition(obj, "Stalled") is None
+    assert condition(obj, "Stalled") is None
     assert _kstatus(cluster, obj) == "Current"
 
 
@@ -359,7 +379,7 @@ def test_a_rollout_without_prometheus_says_which_flag_to_set(
     cluster: Cluster, namespace: str, operator: OperatorProcess
 ) -> None:
     # This operator runs without --prometheus-url: its Rollouts cannot judge anything.
-    _apply_model(cluster, namespace, _small_model("unjudged"))
+    apply_model(cluster, namespace, _small_model("unjudged"))
     _wait_ready(cluster, namespace, "unjudged", timeout=60)
     rollout = {
         "apiVersion": "tmo.dev/v1alpha1",
@@ -375,15 +395,15 @@ def test_a_rollout_without_prometheus_says_which_flag_to_set(
 
     def stalled() -> dict[str, Any] | bool:
         obj = cluster.get("rollouts.tmo.dev", "unjudged", namespace)
-        c = _condition(obj, "Stalled")
+        c = condition(obj, "Stalled")
         return obj if c and c["reason"] == "PrometheusNotConfigured" else False
 
     obj = dict(wait_for("Rollout Stalled PrometheusNotConfigured", stalled, 30))
-    message = _condition(obj, "Stalled")["message"]  # type: ignore[index]
+    message = condition(obj, "Stalled")["message"]  # type: ignore[index]
     assert "--prometheus-url" in message and "TMO_PROMETHEUS_URL" in message
     assert _kstatus(cluster, obj) == "Failed"
     # The model keeps serving its revision; the operator is alive.
-    assert _condition(_tm(cluster, namespace, "unjudged"), "Ready")["status"] == "True"  # type: ignore[index]
+    assert condition(tm(cluster, namespace, "unjudged"), "Ready")["status"] == "True"  # type: ignore[index]
     operator.stats()
 
 
@@ -392,23 +412,23 @@ def test_revision_never_ready_stalls_after_the_deadline(
 ) -> None:
     # More GPUs than any node has: pods stay Pending, the Deployment exceeds its deadline (15 s).
     model = _small_model("greedy", resources={"limits": {"nvidia.com/gpu": "64"}})
-    _apply_model(cluster, namespace, model)
+    apply_model(cluster, namespace, model)
 
     def reconciling() -> dict[str, Any] | bool:
-        obj = _tm(cluster, namespace, "greedy")
-        c = _condition(obj, "Reconciling")
+        obj = tm(cluster, namespace, "greedy")
+        c = condition(obj, "Reconciling")
         return obj if c and c["status"] == "True" else False
 
     obj = dict(wait_for("Reconciling", reconciling, 30))
     assert _kstatus(cluster, obj) == "InProgress"
 
     def stalled() -> dict[str, Any] | bool:
-        obj = _tm(cluster, namespace, "greedy")
-        c = _condition(obj, "Stalled")
+        obj = tm(cluster, namespace, "greedy")
+        c = condition(obj, "Stalled")
         return obj if c and c["reason"] == "ProgressDeadlineExceeded" else False
 
     obj = dict(wait_for("Stalled after the progress deadline", stalled, 90))
-    assert _condition(obj, "Reconciling") is None
+    assert condition(obj, "Reconciling") is None
     assert _kstatus(cluster, obj) == "Failed"
 
 
@@ -424,7 +444,7 @@ def test_restart_converges_without_duplicates_or_idle_writes(
     cluster: Cluster, namespace: str, operator: OperatorProcess
 ) -> None:
     for i in range(3):
-        _apply_model(cluster, namespace, _small_model(f"steady-{i}"))
+        apply_model(cluster, namespace, _small_model(f"steady-{i}"))
     # Restart while they are still being reconciled.
     operator.restart()
     for i in range(3):

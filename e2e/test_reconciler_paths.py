@@ -7,7 +7,6 @@ Secret is missing never takes the serving one down.
 
 from __future__ import annotations
 
-import copy
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -15,76 +14,35 @@ from typing import Any
 import pytest
 
 from e2e.kube import Cluster, wait_for
-from e2e.tmo_operator import OperatorProcess, install_crds, operator_kubeconfig
+from e2e.models import (
+    apply_model,
+    condition,
+    resyncs,
+    running_operator,
+    small_model,
+    tm,
+    wait_ready,
+)
+from e2e.tmo_operator import OperatorProcess
 
 
 @pytest.fixture(scope="module")
 def operator(
     cluster: Cluster, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[OperatorProcess]:
-    install_crds(cluster)
-    workdir = tmp_path_factory.mktemp("operator-paths")
-    op = OperatorProcess(
+    with running_operator(
         cluster,
-        workdir,
-        kubeconfig=operator_kubeconfig(cluster, workdir),
-        args=[
-            "--resync-seconds",
-            "3",
-            "--retry-initial-seconds",
-            "1",
-            "--retry-max-seconds",
-            "2",
-            "--addon-check-seconds",
-            "2",
-        ],
-    )
-    op.start()
-    yield op
-    op.stop()
-
-
-def _model(name: str, **spec: Any) -> dict[str, Any]:
-    base: dict[str, Any] = {
-        "task": "text-classification",
-        "model": {"uri": "s3://models/tiny/v1/", "format": "huggingface"},
-        "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}},
-        "scaling": {"minReplicas": 1, "maxReplicas": 5},
-    }
-    base.update(spec)
-    return {
-        "apiVersion": "tmo.dev/v1alpha1",
-        "kind": "TransformerModel",
-        "metadata": {"name": name},
-        "spec": base,
-    }
-
-
-def _apply(cluster: Cluster, ns: str, model: dict[str, Any]) -> None:
-    m = copy.deepcopy(model)
-    m["metadata"]["namespace"] = ns
-    cluster.apply(json.dumps(m))
-
-
-def _tm(cluster: Cluster, ns: str, name: str) -> dict[str, Any]:
-    return cluster.get("transformermodel", name, ns)
-
-
-def _condition(obj: dict[str, Any], type_: str) -> dict[str, Any] | None:
-    for c in (obj.get("status") or {}).get("conditions") or []:
-        if c["type"] == type_:
-            return dict(c)
-    return None
-
-
-def _wait_ready(cluster: Cluster, ns: str, name: str, timeout: float = 60) -> dict[str, Any]:
-    def ready() -> dict[str, Any] | bool:
-        obj = _tm(cluster, ns, name)
-        c = _condition(obj, "Ready")
-        fresh = (obj.get("status") or {}).get("observedGeneration") == obj["metadata"]["generation"]
-        return obj if fresh and c is not None and c["status"] == "True" else False
-
-    return dict(wait_for(f"{ns}/{name} Ready=True", ready, timeout))
+        tmp_path_factory.mktemp("operator-paths"),
+        "--resync-seconds",
+        "3",
+        "--retry-initial-seconds",
+        "1",
+        "--retry-max-seconds",
+        "2",
+        "--addon-check-seconds",
+        "2",
+    ) as op:
+        yield op
 
 
 def _deployments(cluster: Cluster, ns: str, name: str) -> dict[str, dict[str, Any]]:
@@ -109,57 +67,47 @@ def _replica_managers(deployment: dict[str, Any]) -> set[str]:
     }
 
 
-def _resyncs(operator: OperatorProcess, n: int) -> None:
-    """Wait until the operator has made `n` more reconcile passes (of any model)."""
-    start = operator.stats()["reconciles"]
-    wait_for(
-        f"{n} more reconciles",
-        lambda: operator.stats()["reconciles"] >= start + n,
-        timeout=20,
-    )
-
-
 # --- tests -------------------------------------------------------------------------------------
 
 
 def test_autoscaled_replicas_are_kept_and_carried_into_a_new_revision(
     cluster: Cluster, namespace: str, operator: OperatorProcess
 ) -> None:
-    model = _model("scaled")
-    _apply(cluster, namespace, model)
-    first = _wait_ready(cluster, namespace, "scaled")["status"]["revision"]
+    model = small_model("scaled")
+    apply_model(cluster, namespace, model)
+    first = wait_ready(cluster, namespace, "scaled")["status"]["revision"]
     deployment = f"scaled-{first}"
 
     # What KEDA's HPA does under load: the scale subresource, as another field manager.
     cluster.kubectl("scale", "deployment", deployment, "--replicas=3", "-n", namespace)
     # A resync and a change of the model that is no new spec both pass over it.
     cluster.kubectl("annotate", "tm", "scaled", "team/touched=1", "-n", namespace)
-    _resyncs(operator, 3)
+    resyncs(operator, 3)
 
     def counted() -> bool:
         d = _deployment(cluster, namespace, deployment)
-        st = _tm(cluster, namespace, "scaled")["status"]
+        st = tm(cluster, namespace, "scaled")["status"]
         assert d["spec"]["replicas"] == 3, (d["spec"]["replicas"], _replica_managers(d))
         assert st["readyReplicas"] == 3, st
         return True
 
     wait_for("the model to count the autoscaler's 3 replicas", counted, 30)
-    _resyncs(operator, 2)
+    resyncs(operator, 2)
     d = _deployment(cluster, namespace, deployment)
     assert d["spec"]["replicas"] == 3
     # The scaler owns the field, and TMO did not take it back.
     assert _replica_managers(d) == {"kubectl"}, d["metadata"]["managedFields"]
-    assert _condition(_tm(cluster, namespace, "scaled"), "Ready")["status"] == "True"  # type: ignore[index]
+    assert condition(tm(cluster, namespace, "scaled"), "Ready")["status"] == "True"  # type: ignore[index]
 
     # A new revision starts as large as the serving one is now, not at minReplicas.
     model["spec"]["runtime"] = {"batchSize": 16}
-    _apply(cluster, namespace, model)
+    apply_model(cluster, namespace, model)
     second = wait_for(
         "a new revision",
-        lambda: (r := _tm(cluster, namespace, "scaled")["status"]["revision"]) != first and r,
+        lambda: (r := tm(cluster, namespace, "scaled")["status"]["revision"]) != first and r,
         30,
     )
-    obj = _wait_ready(cluster, namespace, "scaled")
+    obj = wait_ready(cluster, namespace, "scaled")
     wait_for(
         "the old revision retired",
         lambda: list(_deployments(cluster, namespace, "scaled")) == [f"scaled-{second}"],
@@ -174,8 +122,8 @@ def test_autoscaled_replicas_are_kept_and_carried_into_a_new_revision(
 def test_deleted_children_are_recreated(
     cluster: Cluster, namespace: str, operator: OperatorProcess
 ) -> None:
-    _apply(cluster, namespace, _model("fragile"))
-    _wait_ready(cluster, namespace, "fragile")
+    apply_model(cluster, namespace, small_model("fragile"))
+    wait_ready(cluster, namespace, "fragile")
     before = {
         kind: cluster.get(kind, "fragile", namespace)["metadata"]["uid"]
         for kind in ("service", "networkpolicy", "scaledobject")
@@ -193,25 +141,25 @@ def test_deleted_children_are_recreated(
     svc = cluster.get("service", "fragile", namespace)
     assert svc["metadata"]["ownerReferences"][0]["name"] == "fragile"
     assert svc["spec"]["selector"]
-    assert _condition(_tm(cluster, namespace, "fragile"), "Ready")["status"] == "True"  # type: ignore[index]
+    assert condition(tm(cluster, namespace, "fragile"), "Ready")["status"] == "True"  # type: ignore[index]
 
 
 def test_removing_the_route_deletes_the_httproute(
     cluster: Cluster, namespace: str, operator: OperatorProcess
 ) -> None:
-    model = _model("routed", route={"parentRefs": [{"name": "gw"}]})
-    _apply(cluster, namespace, model)
-    revision = _wait_ready(cluster, namespace, "routed")["status"]["revision"]
+    model = small_model("routed", route={"parentRefs": [{"name": "gw"}]})
+    apply_model(cluster, namespace, model)
+    revision = wait_ready(cluster, namespace, "routed")["status"]["revision"]
     assert cluster.get("httproute", "routed", namespace)
 
     del model["spec"]["route"]
-    _apply(cluster, namespace, model)
+    apply_model(cluster, namespace, model)
     wait_for(
         "the HTTPRoute deleted",
         lambda: not cluster.get_all("httproute", namespace),
         20,
     )
-    obj = _wait_ready(cluster, namespace, "routed")
+    obj = wait_ready(cluster, namespace, "routed")
     # The route is no part of the pods: the same revision keeps serving through its Service.
     assert obj["status"]["revision"] == revision
     assert list(_deployments(cluster, namespace, "routed")) == [f"routed-{revision}"]
@@ -224,29 +172,29 @@ def test_new_revision_with_a_missing_secret_keeps_the_old_one_serving(
     cluster.kubectl(
         "create", "secret", "generic", "token-v1", "-n", namespace, "--from-literal=token=t0k3n"
     )
-    model = _model("guarded", auth={"tokenSecretRef": {"name": "token-v1"}})
-    _apply(cluster, namespace, model)
-    first = _wait_ready(cluster, namespace, "guarded")["status"]["revision"]
+    model = small_model("guarded", auth={"tokenSecretRef": {"name": "token-v1"}})
+    apply_model(cluster, namespace, model)
+    first = wait_ready(cluster, namespace, "guarded")["status"]["revision"]
     serving = f"guarded-{first}"
     uid = cluster.get("deployment", serving, namespace)["metadata"]["uid"]
 
     # The token moves to a Secret nobody has created yet: a new revision that cannot start.
     model["spec"]["auth"] = {"tokenSecretRef": {"name": "token-v2"}}
-    _apply(cluster, namespace, model)
+    apply_model(cluster, namespace, model)
 
     def stalled() -> dict[str, Any] | bool:
-        obj = _tm(cluster, namespace, "guarded")
-        c = _condition(obj, "Stalled")
+        obj = tm(cluster, namespace, "guarded")
+        c = condition(obj, "Stalled")
         fresh = obj["status"].get("observedGeneration") == obj["metadata"]["generation"]
         return obj if fresh and c and c["status"] == "True" else False
 
     obj = dict(wait_for("Stalled", stalled, 30))
-    c = _condition(obj, "Stalled")
+    c = condition(obj, "Stalled")
     assert c is not None and c["reason"] == "SecretNotFound", c
     assert "token-v2" in c["message"] and "auth.tokenSecretRef" in c["message"], c
-    assert _condition(obj, "Ready")["status"] == "False"  # type: ignore[index]
+    assert condition(obj, "Ready")["status"] == "False"  # type: ignore[index]
     # Retried, not hot-looped, and nothing is torn down meanwhile.
-    _resyncs(operator, 3)
+    resyncs(operator, 3)
     deployments = _deployments(cluster, namespace, "guarded")
     assert list(deployments) == [serving], list(deployments)
     old = deployments[serving]
@@ -254,7 +202,7 @@ def test_new_revision_with_a_missing_secret_keeps_the_old_one_serving(
     available = next(c for c in old["status"]["conditions"] if c["type"] == "Available")
     assert available["status"] == "True"
     assert old["status"]["readyReplicas"] >= 1
-    obj = _tm(cluster, namespace, "guarded")
+    obj = tm(cluster, namespace, "guarded")
     assert obj["status"]["readyReplicas"] >= 1  # the model says its old pods still serve
     assert cluster.get("service", "guarded", namespace)
     warnings = [
@@ -269,7 +217,7 @@ def test_new_revision_with_a_missing_secret_keeps_the_old_one_serving(
     cluster.kubectl(
         "create", "secret", "generic", "token-v2", "-n", namespace, "--from-literal=token=n3w"
     )
-    obj = _wait_ready(cluster, namespace, "guarded")
+    obj = wait_ready(cluster, namespace, "guarded")
     second = obj["status"]["revision"]
     assert second != first
     wait_for(

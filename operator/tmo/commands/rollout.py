@@ -359,9 +359,7 @@ def _current_context(kubeconfig: str | None) -> Mapping[str, Any] | None:
     from kubernetes import config
 
     try:
-        _, active = config.list_kube_config_contexts(
-            config_file=kubeconfig
-        )
+        _, active = config.list_kube_config_contexts(config_file=kubeconfig)
     except Exception:  # no kubeconfig, unreadable, no current context: in-cluster or defaults
         return None
     context = active.get("context") if isinstance(active, Mapping) else None
