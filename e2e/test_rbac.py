@@ -22,6 +22,8 @@ ALLOWED = [
     ("patch", "configmaps", "-n", "anywhere"),
     ("patch", "services", "-n", "anywhere"),
     ("get", "secrets", "-n", "anywhere"),
+    ("list", "pods", "-A"),
+    ("watch", "pods", "-A"),
     ("create", "events", "-n", "anywhere"),
     ("patch", "networkpolicies.networking.k8s.io", "-n", "anywhere"),
     ("patch", "scaledobjects.keda.sh", "-n", "anywhere"),
@@ -36,6 +38,9 @@ DENIED = [
     ("list", "secrets", "-n", "anywhere"),
     ("create", "pods", "--subresource=exec", "-n", "anywhere"),
     ("get", "pods", "-n", "anywhere"),
+    ("get", "pods", "--subresource=log", "-n", "anywhere"),
+    ("patch", "pods", "-n", "anywhere"),
+    ("delete", "pods", "-n", "anywhere"),
     ("create", "secrets", "-n", "anywhere"),
     # The spec belongs to Git: the operator writes status only.
     ("patch", "transformermodels.tmo.dev", "-n", "anywhere"),

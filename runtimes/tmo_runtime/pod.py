@@ -9,18 +9,36 @@ operator sets; the two containers share TMO_SHARE_DIR (tmo_runtime.podshare).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
+import re
 import sys
 import tempfile
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
+
+import httpx
 
 from tmo_runtime.fetcher import FetchError, IntegrityError, fetch
 from tmo_runtime.manifest import ManifestError, ServeSpec, load_manifests
 from tmo_runtime.podshare import SHARE_DIR_ENV
 
 log = logging.getLogger("tmo.pod")
+
+# Where the fetch container leaves its one-line verdict for kubelet: the rendered
+# terminationMessagePath (kubelet mounts that file writable under a read-only root filesystem),
+# read back by the operator from the pod's status (lastState.terminated.message).
+TERMINATION_MESSAGE_ENV = "TMO_TERMINATION_MESSAGE_PATH"
+# What a fetch meets that is no bug in TMO: a source that is missing, denies access, cannot be
+# reached or times out (OSError covers fsspec's FileNotFoundError/PermissionError), an artifact
+# that does not match its digest, a manifest that does not parse.
+EXPECTED_FETCH_ERRORS = (FetchError, IntegrityError, ManifestError, OSError, httpx.HTTPError)
+# kubelet keeps at most 4096 bytes of a termination message; one line is plenty.
+_LINE_LIMIT = 1024
+_USERINFO = re.compile(r"(?i)\b(https?://)[^/\s@]+@")
+_QUERY = re.compile(r"(?i)\b(https?://[^\s?#]+)\?[^\s]*")
 
 
 def _spec(path: Path) -> ServeSpec:
@@ -32,9 +50,60 @@ def _spec(path: Path) -> ServeSpec:
 
 def run_fetch(manifest: Path, model_store: Path) -> int:
     """Fetch, verify and package as `<name>.mar`: the store is then mounted read-only."""
+    return _fetch_spec(_spec(manifest), manifest, model_store)
+
+
+def redact(text: str) -> str:
+    """A URI's credentials never reach a log or a pod's status: user:password@ and query
+    strings (a presigned URL's signature) are blanked."""
+    return _QUERY.sub(r"\1?<redacted>", _USERINFO.sub(r"\1<redacted>@", text))
+
+
+def fetch_failure_line(uri: str, error: BaseException, expected: bool = True) -> str:
+    """`fetch failed: URI: cause` on one line, the URI named once."""
+    cause = " ".join(str(error).split())
+    if not expected or not isinstance(error, (FetchError, IntegrityError, ManifestError)):
+        # httpx and OSError messages alone ("timed out", "[Errno 13] ...") need their kind.
+        cause = f"{type(error).__name__}: {cause}" if cause else type(error).__name__
+    if not expected:
+        cause = f"unexpected {cause} (a bug in tmo_runtime: the traceback is above)"
+    line = f"fetch failed: {cause}" if uri and uri in cause else f"fetch failed: {uri}: {cause}"
+    line = redact(line)
+    return line if len(line) <= _LINE_LIMIT else line[: _LINE_LIMIT - 1] + "…"
+
+
+def fetch_command(manifest: Path, model_store: Path) -> int:
+    """The init container: on failure one line names the URI and the cause, on stderr and in
+    the termination message, and the exit status is 1 (kubelet shows Init:Error, then
+    Init:CrashLoopBackOff, and the operator turns that line into the model's Stalled message).
+    Only a bug shows a traceback, still followed by that one line."""
+    uri = str(manifest)
+    try:
+        spec = _spec(manifest)
+        uri = spec.model_uri
+        return _fetch_spec(spec, manifest, model_store)
+    except EXPECTED_FETCH_ERRORS as e:
+        line = fetch_failure_line(uri, e)
+    except Exception as e:
+        traceback.print_exc()
+        line = fetch_failure_line(uri, e, expected=False)
+    print(line, file=sys.stderr, flush=True)
+    _write_termination_message(line)
+    return 1
+
+
+def _write_termination_message(line: str) -> None:
+    path = os.environ.get(TERMINATION_MESSAGE_ENV)
+    if not path:
+        return
+    # When it cannot be written, kubelet falls back to the log's tail: it ends with this line.
+    with contextlib.suppress(OSError):
+        Path(path).write_text(line + "\n", encoding="utf-8")
+
+
+def _fetch_spec(spec: ServeSpec, manifest: Path, model_store: Path) -> int:
     from tmo_runtime.packaging import package_huggingface
 
-    spec = _spec(manifest)
     entry = spec.model_entry()
     with tempfile.TemporaryDirectory(prefix="fetch-") as tmp:
         path = fetch(spec.model_uri, Path(tmp), base_dir=manifest.parent, sha256=spec.model_sha256)
@@ -147,7 +216,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         if args.command == "fetch":
-            return run_fetch(args.manifest, args.model_store)
+            return fetch_command(args.manifest, args.model_store)
         if args.command == "torchserve":
             return run_torchserve(args.config, args.log4j, args.model_store)
         return run_gateway(args.manifest, args.token_file)

@@ -34,6 +34,10 @@ def run(args: argparse.Namespace) -> int:
     # kopf logs every handled watch event at INFO; the reconciler logs what matters.
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     namespaces = list(settings.namespaces)
+    if settings.metrics_port:
+        from tmo.kube import metrics
+
+        metrics.serve(settings.metrics_port)
 
     async def operate() -> None:
         await kopf.operator(
@@ -46,6 +50,9 @@ def run(args: argparse.Namespace) -> int:
         )
 
     if not settings.leader_elect:
+        from tmo.kube import metrics
+
+        metrics.set_leader(True)
         asyncio.run(operate())
         return 0
     return asyncio.run(_elected(settings, operate))

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
-from tmo.kube import leader
+from tmo.kube import leader, metrics
 from tmo.kube.client import ApiError, KubeClient
 
 log = logging.getLogger("tmo.election")
@@ -182,6 +182,7 @@ async def run_as_leader(
         if server is not None:
             server.close()
             await server.wait_closed()
+    metrics.set_leader(True)
     operator = asyncio.ensure_future(operate())
     keeper = asyncio.ensure_future(elector.keep())
     done, _ = await asyncio.wait({operator, keeper}, return_when=asyncio.FIRST_COMPLETED)
@@ -191,6 +192,7 @@ async def run_as_leader(
         # No graceful stop: handlers mid-write must not finish after another leader started.
         os._exit(1)
     keeper.cancel()
+    metrics.set_leader(False)
     await elector.release()
     operator.result()
     return 0

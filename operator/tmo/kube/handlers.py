@@ -14,6 +14,7 @@ from typing import Any
 
 import kopf
 
+from tmo.kube import metrics
 from tmo.kube.client import Connection, KubeClient
 from tmo.kube.reconcile import Reconciler
 from tmo.kube.settings import OperatorSettings
@@ -49,6 +50,7 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
         client = KubeClient(Connection.load(settings.kubeconfig), settings.field_manager)
         reconciler = Reconciler(settings, client)
         holder["reconciler"] = reconciler
+        metrics.attach(reconciler)
         holder["tasks"] = [asyncio.create_task(reconciler.resync_forever())]
         if settings.stats_file:
             holder["tasks"].append(
@@ -66,6 +68,7 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
         for task in holder.get("tasks", []):
             task.cancel()
         reconciler: Reconciler | None = holder.get("reconciler")
+        metrics.attach(None)
         if reconciler is not None:
             if settings.stats_file:
                 _dump(reconciler, settings.stats_file)
@@ -95,6 +98,18 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
         obj.setdefault("apiVersion", "apps/v1")
         obj.setdefault("kind", "Deployment")
         holder["reconciler"].on_child_event(type, obj)
+
+    # Model pods: why a revision cannot start (a failed fetch, an image that cannot be pulled)
+    # is only in pod status. The reconciler acts only when that changes (on_pod_event).
+    @kopf.on.event(
+        "",
+        "v1",
+        "pods",
+        labels={"app.kubernetes.io/managed-by": names.MANAGED_BY},
+        registry=registry,
+    )
+    async def on_pod(type: str, body: kopf.Body, **_: Any) -> None:
+        holder["reconciler"].on_pod_event(type, _plain(body))
 
     return registry
 

@@ -23,6 +23,9 @@ import httpx
 from tmo.api.rollout import RolloutSpec, RolloutStatus
 from tmo.kube.client import ApiError, KubeClient
 from tmo.kube.drift import fingerprint
+from tmo.kube.metrics import RECONCILE_SECONDS
+from tmo.kube.pod_failures import REASONS as POD_FAILURE_REASONS
+from tmo.kube.pod_failures import PodFailure, first_failure, pod_failure
 from tmo.kube.rollouts import (
     RolloutIndex,
     deployments_by_revision,
@@ -57,6 +60,7 @@ from tmo.render.children import (
 )
 from tmo.render.revision import stable_hash
 from tmo.render.service import model_url
+from tmo.render.source import describe_error
 from tmo.render.traffic import Serving
 from tmo.rollout import (
     LIVE,
@@ -138,6 +142,9 @@ class Reconciler:
         self.applied: dict[tuple[str, str, str, str], _Applied] = {}
         self.addons: dict[str, tuple[bool, float]] = {}
         self.secrets_seen: dict[tuple[str, str], float] = {}
+        # Pods that cannot start, per model, as the pod watch reports them: healthy pods are
+        # not kept, and a model is reconciled only when this changes, not on every pod event.
+        self.pod_failures: dict[Key, dict[str, PodFailure]] = {}
         self.rollouts = RolloutIndex()
         # resourceVersions of the operator's own Rollout status writes: their echoes are no news.
         self.rollout_status_rv: dict[Key, str] = {}
@@ -196,6 +203,30 @@ class Reconciler:
                 (body["apiVersion"], body["kind"], meta["namespace"], meta["name"]), None
             )
         key = (meta["namespace"], model)
+        if key in self.bodies:
+            self.trigger(key)
+
+    def on_pod_event(self, event_type: str | None, body: dict[str, Any]) -> None:
+        """A model pod changed: reconcile its model only when whether (or why) it cannot start
+        changed, so pods starting, becoming ready or restarting with the same failure cost
+        nothing."""
+        meta = body["metadata"]
+        model = (meta.get("labels") or {}).get(names.LABEL_MODEL)
+        if not model:
+            return
+        key = (meta["namespace"], model)
+        failure = None if event_type == "DELETED" else pod_failure(body)
+        known = self.pod_failures.get(key, {})
+        if known.get(meta["name"]) == failure:
+            return
+        if failure is None:
+            known.pop(meta["name"], None)
+        else:
+            known[meta["name"]] = failure
+        if known:
+            self.pod_failures[key] = known
+        else:
+            self.pod_failures.pop(key, None)
         if key in self.bodies:
             self.trigger(key)
 
@@ -259,7 +290,8 @@ class Reconciler:
         async with self._sem:
             self.stats.reconciles += 1
             try:
-                retry = await self.reconcile(body, state)
+                with RECONCILE_SECONDS.labels("TransformerModel").time():
+                    retry = await self.reconcile(body, state)
             except (ApiError, httpx.HTTPError) as e:
                 self.stats.failures += 1
                 delay = self._schedule_retry(key, state)
@@ -298,7 +330,7 @@ class Reconciler:
                 generation=generation,
                 revision=str(previous.get("revision", "")),
                 url=model_url(body_with_ns(body), self.settings.render),
-                problem=Problem("InvalidSpec", _short(str(e))),
+                problem=Problem("InvalidSpec", _short(describe_error(e))),
                 autoscaling_installed=addons[AUTOSCALING_GROUP],
                 monitoring_installed=addons[MONITORING_GROUP],
             )
@@ -400,6 +432,12 @@ class Reconciler:
             await self._write_status(body, state, obs)
             return False
 
+        # A revision whose pods cannot start (a failed fetch, an image that cannot be pulled)
+        # is Stalled; the old revision keeps serving, as it is retired only once this one is
+        # complete. No retry timer: the pod watch reports when that changes.
+        retry = problem is not None
+        if problem is None and current is not None:
+            problem = await self._pod_problem(ns, name, rendered.revision, previous)
         current_state = DeploymentState.from_object(current) if current is not None else None
         if old and current_state is not None and current_state.complete and problem is None:
             await self._retire(body, old)
@@ -421,7 +459,7 @@ class Reconciler:
             monitoring_installed=addons[MONITORING_GROUP],
         )
         await self._write_status(body, state, obs)
-        return problem is not None
+        return retry
 
     # --- rollouts ---------------------------------------------------------------------------
 
@@ -812,6 +850,32 @@ class Reconciler:
             return None
         return Problem("SecretNotFound", "; ".join(missing) + "; retrying until it exists")
 
+    async def _pod_problem(
+        self, ns: str, name: str, revision: str, previous: dict[str, Any]
+    ) -> Problem | None:
+        """Why `revision`'s pods cannot start, if the pod watch says some cannot (or the status
+        still says so). Then the pods are listed: the live list is the truth, so a DELETED event
+        missed during a watch gap leaves nothing stale. Healthy models list no pods."""
+        key = (ns, name)
+        known = self.pod_failures.get(key, {})
+        stalled = next(
+            (c for c in previous.get("conditions") or [] if c.get("type") == STALLED), None
+        )
+        said = stalled is not None and stalled.get("reason") in POD_FAILURE_REASONS
+        if not said and not any(f.revision == revision for f in known.values()):
+            return None
+        pods = await self.client.list(
+            "v1", "Pod", ns, f"{names.LABEL_MODEL}={name},{names.LABEL_REVISION}={revision}"
+        )
+        fresh = {f.pod: f for f in map(pod_failure, pods) if f is not None}
+        kept = {pod: f for pod, f in known.items() if f.revision != revision} | fresh
+        if kept:
+            self.pod_failures[key] = kept
+        else:
+            self.pod_failures.pop(key, None)
+        failure = first_failure(fresh.values())
+        return Problem(failure.reason, failure.message) if failure is not None else None
+
     # --- events -----------------------------------------------------------------------------
 
     async def _announce(
@@ -825,7 +889,16 @@ class Reconciler:
             msg = f"rolling out revision {status['revision']}" + (f" (was {was})" if was else "")
             await self.event(body, "Normal", "NewRevision", msg)
         stalled, was_stalled = after.get(STALLED), before.get(STALLED)
-        if stalled and (not was_stalled or was_stalled.get("reason") != stalled["reason"]):
+        # Once per distinct reason; for pods that cannot start also per distinct message (the
+        # message says which URI or image fails, and it is stable while the pod keeps failing).
+        if stalled and (
+            not was_stalled
+            or was_stalled.get("reason") != stalled["reason"]
+            or (
+                stalled["reason"] in POD_FAILURE_REASONS
+                and was_stalled.get("message") != stalled["message"]
+            )
+        ):
             await self.event(body, "Warning", stalled["reason"], stalled["message"])
         ready, was_ready = after[READY], before.get(READY)
         if ready["status"] == "True" and (not was_ready or was_ready.get("status") != "True"):

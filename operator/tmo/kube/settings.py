@@ -28,6 +28,7 @@ class OperatorSettings:
     concurrency: int = 16
     stats_file: str | None = None
     liveness_endpoint: str | None = None
+    metrics_port: int | None = None  # the operator's own /metrics (tmo.kube.metrics)
     # Whether --prometheus-url (TMO_PROMETHEUS_URL) was given: Rollout analysis needs it. Without
     # it the ScaledObjects still name the Prometheus Operator's usual in-cluster address.
     prometheus_configured: bool = True
@@ -171,6 +172,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="how often the leader renews and a standby tries to take the Lease",
     )
     a(
+        "--metrics-port",
+        type=int,
+        default=int(_env("TMO_METRICS_PORT", "0")) or None,
+        help="serve the operator's Prometheus metrics on this port at /metrics, on every replica "
+        "(tmo_operator_leader tells the leader); env TMO_METRICS_PORT; default: off",
+    )
+    a(
         "--stats-file",
         default=_env("TMO_STATS_FILE", "") or None,
         help="write request/reconcile counters as JSON to this file (benchmarks)",
@@ -214,6 +222,7 @@ def from_args(args: argparse.Namespace) -> OperatorSettings:
         concurrency=args.concurrency,
         stats_file=args.stats_file,
         liveness_endpoint=args.liveness_endpoint,
+        metrics_port=args.metrics_port,
         prometheus_configured=bool(args.prometheus_url),
         leader_elect=args.leader_elect,
         leader_election_namespace=args.leader_election_namespace,

@@ -179,8 +179,8 @@ def compute_status(obs: Observation, previous: dict[str, Any] | None, now: str) 
                 AUTOSCALING_READY,
                 False,
                 "KEDANotInstalled",
-                "keda.sh/v1alpha1 is not served (KEDA CRDs missing): replicas stay at "
-                "minReplicas until KEDA is installed",
+                "KEDA's ScaledObject (CRD scaledobjects.keda.sh, keda.sh/v1alpha1) is not "
+                "installed: replicas stay at minReplicas until KEDA is installed",
                 gen,
             )
         )
@@ -200,8 +200,9 @@ def compute_status(obs: Observation, previous: dict[str, Any] | None, now: str) 
                 MONITORING_READY,
                 False,
                 "PrometheusOperatorNotInstalled",
-                "monitoring.coreos.com/v1 is not served (Prometheus Operator CRDs missing): "
-                "no ServiceMonitor or alert rules until it is installed",
+                "the Prometheus Operator's CRDs servicemonitors.monitoring.coreos.com and "
+                "prometheusrules.monitoring.coreos.com (monitoring.coreos.com/v1) are not both "
+                "installed: no ServiceMonitor or alert rules until they are",
                 gen,
             )
         )

@@ -29,6 +29,10 @@ PVC_ROOT = "/mnt/pvc"
 # key must be a file; the fetcher reads TMO_CREDENTIALS_DIR). Its keys are also environment
 # variables (AWS_*, HF_TOKEN, MLFLOW_*), which is how those SDKs read them.
 CREDENTIALS_DIR = "/var/run/tmo/credentials"
+# The fetch container's one-line verdict on failure (which URI, what went wrong), read by the
+# operator from the pod's status. kubelet mounts this file writable even under a read-only root
+# filesystem; the fetcher finds it through TMO_TERMINATION_MESSAGE_PATH.
+TERMINATION_MESSAGE_PATH = "/dev/termination-log"
 # Where the fetch container sees spec.model.hfCacheClaim: a Hugging Face Hub cache, read offline.
 HF_CACHE_DIR = "/mnt/hf-cache"
 # The gateway is a small asyncio proxy: it needs little, and must never be starved by the model.
@@ -226,8 +230,12 @@ def render_pod_template(
             {"name": "TMO_PVC_ROOT", "value": PVC_ROOT},
             {"name": "TMO_CREDENTIALS_DIR", "value": CREDENTIALS_DIR},
             *source_env,
+            {"name": "TMO_TERMINATION_MESSAGE_PATH", "value": TERMINATION_MESSAGE_PATH},
         ],
         "envFrom": _credentials_env(spec),
+        "terminationMessagePath": TERMINATION_MESSAGE_PATH,
+        # The file when the fetcher wrote it; the log's tail when it died before it could.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
         "resources": FETCH_RESOURCES,
         "securityContext": container_security_context(),
         "volumeMounts": _mounts(

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from pydantic import ValidationError
+
 from tmo.api import TransformerModelSpec
 
 
@@ -29,3 +31,14 @@ def load(obj: Mapping[str, Any], default_namespace: str = "default") -> dict[str
         "metadata": meta,
         "spec": validated_spec(obj),
     }
+
+
+def describe_error(e: ValueError) -> str:
+    """What is wrong with a spec, one `spec.FIELD: problem` per error (pydantic's own text names
+    the model class and repeats the whole input)."""
+    if not isinstance(e, ValidationError):
+        return str(e)
+    return "; ".join(
+        ".".join(["spec", *(str(p) for p in err.get("loc", ()))]) + f": {err.get('msg', 'invalid')}"
+        for err in e.errors()
+    )
