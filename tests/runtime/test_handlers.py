@@ -60,3 +60,19 @@ def test_summarization_chunks_follow_the_window(tiny_models: Path, window: int) 
     assert answers[1]["chunks"] == 1
     # ~200 tokens over the window (1/8 overlap): at least that many chunks.
     assert answers[0]["chunks"] >= 200 // window
+
+
+def test_summarization_answers_each_caller_with_its_own_max_new_tokens(tiny_models: Path) -> None:
+    """One batch, two callers asking for different lengths: each gets what it would alone
+    (the batch runs to the largest, and each row is cut back to its caller's limit)."""
+    task = _task(tiny_models, "summarization", max_sequence_length=64, max_new_tokens=8)
+    doc = "the party shall give notice within thirty days " * 3
+    short = {"inputs": doc, "parameters": {"max_new_tokens": 1}}
+    long = {"inputs": doc, "parameters": {"max_new_tokens": 8}}
+    together, statuses = run_batch(task, [short, long])
+    assert not statuses
+    alone_short, _ = run_batch(task, [short])
+    alone_long, _ = run_batch(task, [long])
+    assert together[0] == alone_short[0]
+    assert together[1] == alone_long[0]
+    assert len(together[0]["summary_text"]) < len(together[1]["summary_text"])

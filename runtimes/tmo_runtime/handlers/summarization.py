@@ -93,16 +93,23 @@ class Summarization:
         owner = [i for i, doc in enumerate(items) for _ in doc.chunks]
         flat = [chunk for doc in items for chunk in doc.chunks]
         limits = [params[o].get("max_new_tokens", self.max_new_tokens) for o in owner]
-        enc = self.tokenizer.pad({"input_ids": flat}, padding=True, return_tensors="pt")
-        enc = enc.to(self.settings.device)
-        with torch.inference_mode():
-            generated = self.model.generate(
-                **enc, max_new_tokens=max(limits), do_sample=False, num_beams=1
+        # One generate() per distinct max_new_tokens: a caller's summary must not depend on
+        # who shared its batch, and cutting a longer run short is not the same text (the
+        # model forces its end-of-sequence token at max_new_tokens, and may stop early).
+        texts: list[str] = [""] * len(flat)
+        for limit in sorted(set(limits)):
+            rows = [k for k, n in enumerate(limits) if n == limit]
+            enc = self.tokenizer.pad(
+                {"input_ids": [flat[k] for k in rows]}, padding=True, return_tensors="pt"
             )
-        # Row k starts with the decoder start token; each chunk keeps only its own caller's
-        # max_new_tokens even though the batch ran to the largest.
-        rows = [generated[k, : 1 + n].cpu() for k, n in enumerate(limits)]
-        texts = self.tokenizer.batch_decode(rows, skip_special_tokens=True)
+            enc = enc.to(self.settings.device)
+            with torch.inference_mode():
+                generated = self.model.generate(
+                    **enc, max_new_tokens=limit, do_sample=False, num_beams=1
+                )
+            decoded = self.tokenizer.batch_decode(generated.cpu(), skip_special_tokens=True)
+            for k, text in zip(rows, decoded, strict=True):
+                texts[k] = text
         parts: list[list[str]] = [[] for _ in items]
         for o, text in zip(owner, texts, strict=True):
             parts[o].append(text.strip())
