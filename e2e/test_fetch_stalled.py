@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from e2e.kube import Cluster, kstatus, wait_for
+from e2e.rollouts import apply, condition, events, model_manifest, rollout_manifest, wait_phase
 from e2e.tmo_operator import OperatorProcess, install_crds, operator_kubeconfig
 
 T = "2026-01-01T00:00:00Z"
@@ -36,7 +37,15 @@ def operator(
         kubeconfig=operator_kubeconfig(cluster, workdir),
         # Fast retries, and no periodic resync within a test: a model that is stuck costs no
         # request at all unless something changes, so any request shows a loop.
-        args=["--retry-initial-seconds", "1", "--retry-max-seconds", "2"],
+        # A Prometheus address, so Rollouts act (their analysis is never due in these tests).
+        args=[
+            "--retry-initial-seconds",
+            "1",
+            "--retry-max-seconds",
+            "2",
+            "--prometheus-url",
+            "http://127.0.0.1:9",
+        ],
     )
     op.start()
     yield op
@@ -337,3 +346,46 @@ def test_new_revision_that_cannot_fetch_keeps_the_old_one_serving(
     _apply(cluster, namespace, model)
     obj = _wait_condition(cluster, namespace, "guarded", "Ready", "True")
     assert obj["status"]["revision"] not in (old, new)
+
+
+def test_a_canary_that_cannot_fetch_is_rolled_back_and_the_stable_keeps_serving(
+    cluster: Cluster, namespace: str, operator: OperatorProcess
+) -> None:
+    """Under a Rollout the canary is not waited for for ever: its pods' failure rolls it back
+    (RolledBack, reason CanaryFailed, the fetcher's line), all traffic stays on stable."""
+    model = model_manifest(namespace, "canaried", "s3://models/tiny/v1/", route=False)
+    rollout = rollout_manifest(
+        namespace,
+        "canaried",
+        [{"setWeight": 50}, {"pause": {}}],
+        router="replicas",
+        interval="10m",
+    )
+    apply(cluster, model, rollout)
+    stable = wait_phase(cluster, namespace, "canaried", {"Idle"}, 60)["status"]["stableRevision"]
+
+    uri = "s3://models/tiny/v2/"
+    model["spec"]["model"]["uri"] = uri
+    apply(cluster, model)
+    live = wait_phase(cluster, namespace, "canaried", {"Progressing"}, 60)
+    canary = live["status"]["canaryRevision"]
+    assert canary and canary != stable
+    pod = _one_pod(cluster, namespace, "canaried", canary)
+    line = f"fetch failed: {uri}: not found"
+    _patch_status(cluster, namespace, pod["metadata"]["name"], _fetch_failing(pod, line, "Running"))
+
+    done = wait_phase(cluster, namespace, "canaried", {"RolledBack"}, 60)
+    st = done["status"]
+    assert st["stableRevision"] == stable and st.get("canaryWeight", 0) == 0
+    stalled = condition(done, "Stalled")
+    assert stalled is not None and stalled["reason"] == "CanaryFailed"
+    assert line in stalled["message"] and f"{stable} still serves" in stalled["message"]
+    wait_for(
+        "the RolledBack Event", lambda: "RolledBack" in events(cluster, namespace, "canaried"), 30
+    )
+    # The stable revision's Deployment still runs its replicas.
+    deployments = {
+        d["metadata"]["labels"]["tmo.dev/revision"]: d
+        for d in cluster.get_all("deployment", namespace, "-l", "tmo.dev/model=canaried")
+    }
+    assert deployments[stable]["spec"]["replicas"] >= 1

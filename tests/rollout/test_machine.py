@@ -161,6 +161,26 @@ def test_failures_beyond_the_limit_roll_back_at_once() -> None:
     assert sim.status["analysis"]["failed"] == 0
 
 
+def test_a_canary_whose_pods_cannot_start_is_rolled_back_not_waited_for() -> None:
+    sim = started()
+    sim.step(5, canary_ready=0, stable_replicas=4)
+    assert sim.phase == "Progressing"  # still starting: waited for
+    why = "revision canary1, pod p-0: fetch failed: s3://models/x/: not found"
+    d = sim.step(5, canary_ready=0, stable_replicas=4, canary_failure=why)
+    assert sim.phase == "RolledBack"
+    assert d.traffic is not None and d.traffic.canary is None
+    stalled = sim.condition("Stalled")
+    assert stalled is not None and stalled["reason"] == "CanaryFailed"
+    assert why in stalled["message"] and "stable1 still serves" in stalled["message"]
+    assert "RolledBack" in sim.events
+    # The failed revision is not tried again by itself; a fix in Git (a new revision) is.
+    sim.step(60, canary_ready=0, stable_replicas=4, canary_failure=why)
+    assert sim.phase == "RolledBack"
+    sim.desired = "canary2"
+    sim.step(1, canary_ready=0, stable_replicas=4)
+    assert sim.phase == "Progressing" and sim.status["canaryRevision"] == "canary2"
+
+
 def test_inconclusive_runs_neither_fail_nor_advance() -> None:
     sim = started()
     sim.step(1, canary_ready=1, stable_replicas=4)

@@ -486,6 +486,13 @@ class Reconciler:
             analysis, problem = await self._analyse(spec, status, model, now)
         stable_dep = by_revision.get(status.stable_revision or "")
         canary_dep = by_revision.get(status.canary_revision or "")
+        canary_failure = None
+        if status.canary_revision and status.phase in LIVE:
+            meta = model["metadata"]
+            failing = await self._pod_problem(
+                meta["namespace"], meta["name"], status.canary_revision, {}
+            )
+            canary_failure = failing.message if failing is not None else None
         obs = RolloutObservation(
             now=now,
             desired=desired,
@@ -496,6 +503,7 @@ class Reconciler:
             problem=problem,
             # A stable revision that is also the desired one is (re)created by this pass.
             stable_exists=stable_dep is not None or status.stable_revision == desired,
+            canary_failure=canary_failure,
         )
         if spec is None:
             # Unparseable: hold what runs (nothing changes) and say why.

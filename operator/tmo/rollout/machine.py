@@ -51,6 +51,7 @@ LIVE = frozenset({"Progressing", "Paused", "Promoting"})
 KEPT_MEASUREMENTS = 32
 
 REASON_PAUSED = "Paused"
+REASON_CANARY_FAILED = "CanaryFailed"
 REASON_ANALYSIS_ERROR = "AnalysisError"
 REASON_AWAITING_APPROVAL = "AwaitingApproval"
 
@@ -99,6 +100,9 @@ class Observation:
     # Whether the stable revision's Deployment exists (someone may have deleted it, or the
     # model was deleted and re-created): if not, the desired revision becomes stable at once.
     stable_exists: bool = True
+    # Why the canary's pods cannot start (a failed model fetch, an image that cannot be
+    # pulled, a crash loop), from pod status: the canary is rolled back, never waited for.
+    canary_failure: str | None = None
 
 
 @dataclass(frozen=True)
@@ -286,6 +290,15 @@ def next_state(
     if s.phase in LIVE and s.canary:
         if obs.analysis is not None and obs.analysis.revision == s.canary:
             _record_analysis(spec, s, obs.analysis, now)
+        if s.phase in LIVE and obs.canary_failure:
+            _end_canary(
+                s,
+                "RolledBack",
+                REASON_CANARY_FAILED,
+                f"canary {s.canary} rolled back: its pods cannot start: {obs.canary_failure}; "
+                f"revision {s.stable} still serves",
+            )
+            s.event("Warning", "RolledBack", s.message)
         if s.phase in LIVE:
             _progress(spec, s, obs, now)
     router = spec.traffic.router
