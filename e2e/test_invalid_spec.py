@@ -107,6 +107,8 @@ def test_stored_spec_the_current_crd_refuses_is_stalled_invalid_spec(
     assert "spec.scaling" in stalled["message"], stalled
     assert "minReplicas must be less than or equal to maxReplicas" in stalled["message"], stalled
     assert kstatus(cluster, obj) == "Failed"
+    # The revision that runs still counts in status (`kubectl get tm` shows it serving).
+    assert obj["status"]["readyReplicas"] >= 1, obj["status"]
 
     def warnings() -> list[str]:
         return [

@@ -326,11 +326,19 @@ class Reconciler:
             )
         except ValueError as e:
             # Admission (CRD schema + CEL) should have refused it; say why instead of crashing.
+            # What already runs is left alone, and the status still counts it.
+            running = await self.client.list(
+                "apps/v1", "Deployment", ns, f"{names.LABEL_MODEL}={name}"
+            )
             obs = Observation(
                 generation=generation,
                 revision=str(previous.get("revision", "")),
                 url=model_url(body_with_ns(body), self.settings.render),
                 problem=Problem("InvalidSpec", _short(describe_error(e))),
+                replicas=sum(int((d.get("status") or {}).get("replicas", 0)) for d in running),
+                ready_replicas=sum(
+                    int((d.get("status") or {}).get("readyReplicas", 0)) for d in running
+                ),
                 autoscaling_installed=addons[AUTOSCALING_GROUP],
                 monitoring_installed=addons[MONITORING_GROUP],
             )
