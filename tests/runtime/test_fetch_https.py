@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import http.server
+import shutil
 import ssl
 import subprocess
 import tarfile
@@ -12,7 +13,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tmo.render.configmap import MODEL_STORE
 from tmo_runtime import fetcher
+
+from tests.runtime.helpers import manifest
+from tests.runtime.rendered_pod import run_rendered_fetch
 
 
 @pytest.fixture
@@ -80,3 +85,23 @@ def test_https_tarball_is_verified_and_unpacked(
         fetcher.fetch(f"{base}/model.tar.gz", tmp_path / "dl2", base_dir=tmp_path, sha256="f" * 64)
     with pytest.raises(fetcher.FetchError, match="HTTP 404"):
         fetcher.fetch(f"{base}/missing.tar.gz", tmp_path / "dl3", base_dir=tmp_path)
+
+
+@pytest.mark.slow
+def test_rendered_fetch_container_packages_an_https_archive(
+    https_root: tuple[str, Path], tiny_models: Path
+) -> None:
+    """The example's shape (efficientformer): a save_pretrained directory published as one
+    .tar.gz, fetched by the init container the operator renders, verified and packaged."""
+    base, root = https_root
+    with tarfile.open(root / "model.tar.gz", "w:gz") as tar:
+        tar.add(tiny_models / "text-classification", arcname=".")
+    digest = hashlib.sha256((root / "model.tar.gz").read_bytes()).hexdigest()
+    doc = manifest("https-model", "text-classification", f"{base}/model.tar.gz")
+    doc["spec"]["model"]["sha256"] = digest
+    proc, paths = run_rendered_fetch(doc)
+    try:
+        assert proc.returncode == 0, proc.stderr
+        assert (Path(paths.local(MODEL_STORE)) / "https-model.mar").is_file()
+    finally:
+        shutil.rmtree(paths.root, ignore_errors=True)
