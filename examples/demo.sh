@@ -7,6 +7,7 @@
 #      people do: curl habits, OIP v2, the OpenAI client (streaming); attention as a heat map
 #   5. Rollouts: a harmless change promoted step by step, a slow one rolled back by itself,
 #      judged by a real Prometheus on real traffic to real model servers
+#   6. two operator replicas with leader election: kill -9 the leader, the standby takes over
 # Run it through `make demo` (which sets up the venv, Debian packages and the cluster build).
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -157,10 +158,21 @@ python -m e2e.dataplane --namespace canary --workdir "$work/plane" --rps 12 > "$
 pids+=($!)
 for _ in $(seq 60); do [ -s "$work/plane/prometheus_url" ] && break; sleep 1; done
 prom=$(cat "$work/plane/prometheus_url")
-echo "The operator restarts with --prometheus-url $prom (Rollout analysis queries it):"
+echo "The operator restarts with --prometheus-url $prom (Rollout analysis queries it), now as two"
+echo "replicas with leader election (one leads, one stands by; step 6 kills the leader):"
 kill -TERM "${pids[0]}"; wait "${pids[0]}" 2>/dev/null || true
-tmo operator --kubeconfig "$KUBECONFIG" --prometheus-url "$prom" --log-format plain >> "$work/operator.log" 2>&1 &
+kubectl delete lease tmo-operator -n default --ignore-not-found >/dev/null
+lease=(--leader-elect --leader-election-namespace default --lease-duration-seconds 6
+       --lease-renew-deadline-seconds 4 --lease-retry-seconds 1)
+metrics_a=$(free_port) metrics_b=$(free_port)
+tmo operator --kubeconfig "$KUBECONFIG" --prometheus-url "$prom" --log-format plain \
+  "${lease[@]}" --metrics-port "$metrics_a" >> "$work/operator.log" 2>&1 &
 pids[0]=$!
+for _ in $(seq 30); do kubectl -n default get lease tmo-operator >/dev/null 2>&1 && break; sleep 1; done
+tmo operator --kubeconfig "$KUBECONFIG" --prometheus-url "$prom" --log-format plain \
+  "${lease[@]}" --metrics-port "$metrics_b" > "$work/operator-b.log" 2>&1 &
+pids+=($!)
+standby=$!
 model="$repo/examples/local/tiny-models/text-classification"
 cat > "$work/triage.yaml" <<YAML
 apiVersion: tmo.dev/v1alpha1
@@ -216,6 +228,32 @@ run kubectl -n canary get tm triage -o jsonpath='{range .status.conditions[?(@.t
 run kubectl -n canary get httproute triage -o jsonpath='{range .spec.rules[0].backendRefs[*]}{.name}: {.weight}{"\n"}{end}'
 echo "The Rollout's Events:"
 run kubectl -n canary get events --field-selector involvedObject.kind=Rollout --sort-by=.lastTimestamp -o custom-columns=REASON:.reason,MESSAGE:.message
+
+step "6. Two operator replicas: the leader is killed, the standby takes over"
+run kubectl -n default get lease tmo-operator -o custom-columns=HOLDER:.spec.holderIdentity,RENEWED:.spec.renewTime,TRANSITIONS:.spec.leaseTransitions
+echo "The operator's own metrics (every replica serves them; only the leader reconciles):"
+curl -s "localhost:$metrics_a/metrics" | grep -E '^tmo_operator_(leader|models|reconciles_total|rollouts\{)' | grep -v ' 0.0$' || true
+curl -s "localhost:$metrics_b/metrics" | grep -E '^tmo_operator_leader' || true
+holder=$(kubectl -n default get lease tmo-operator -o jsonpath='{.spec.holderIdentity}')
+echo "kill -9 the leader (pid ${pids[0]}): no goodbye, the Lease must expire (6 s here, 15 s in the chart)"
+kill -KILL "${pids[0]}"; wait "${pids[0]}" 2>/dev/null || true
+start=$EPOCHREALTIME
+for _ in $(seq 300); do
+  now=$(kubectl -n default get lease tmo-operator -o jsonpath='{.spec.holderIdentity}')
+  [ -n "$now" ] && [ "$now" != "$holder" ] && break; sleep 0.2
+done
+awk -v a="$start" -v b="$EPOCHREALTIME" 'BEGIN { printf "standby took the Lease after %.1f s\n", b - a }'
+run kubectl -n default get lease tmo-operator -o custom-columns=HOLDER:.spec.holderIdentity,TRANSITIONS:.spec.leaseTransitions
+for _ in $(seq 30); do curl -s "localhost:$metrics_b/metrics" | grep -q '^tmo_operator_leader 1' && break; sleep 1; done
+curl -s "localhost:$metrics_b/metrics" | grep -E '^tmo_operator_(leader|models) ' || true
+echo "The new leader picks the models up as they are (nothing rewritten) and keeps acting:"
+run kubectl -n canary get tm,tmro
+run kubectl -n ml patch tm email-triage --type merge -p '{"spec":{"scaling":{"maxReplicas":12}}}'
+for _ in $(seq 30); do
+  [ "$(kubectl -n ml get scaledobject email-triage -o jsonpath='{.spec.maxReplicaCount}' 2>/dev/null)" = 12 ] && break; sleep 1
+done
+run kubectl -n ml get scaledobject email-triage -o jsonpath='{.metadata.name}: max={.spec.maxReplicaCount}{"\n"}'
+: "$standby"
 
 step "Done"
 echo "Everything above ran for real on this machine. Next: 'make test' runs the whole suite."
