@@ -7,6 +7,7 @@ and `tmo_operator_leader` says which one is acting.
 
 from __future__ import annotations
 
+import datetime
 import threading
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -29,6 +30,28 @@ RECONCILE_SECONDS = Histogram(
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
     registry=REGISTRY,
 )
+CANARY_SECONDS = Histogram(
+    "tmo_operator_canary_duration_seconds",
+    "Time from a canary's start to its promotion, rollback or abort",
+    ["outcome"],
+    buckets=(30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400),
+    registry=REGISTRY,
+)
+ENDINGS = {"Succeeded": "promoted", "RolledBack": "rolled_back", "Aborted": "aborted"}
+
+
+def canary_ending(
+    previous: dict[str, Any], status: dict[str, Any], now: datetime.datetime
+) -> tuple[str, float] | None:
+    """(outcome, seconds since the canary started) when this status write ends a live canary."""
+    outcome = ENDINGS.get(str(status.get("phase")))
+    if outcome is None or previous.get("phase") not in ("Progressing", "Paused", "Promoting"):
+        return None
+    started = previous.get("canaryStartedAt")
+    if not started:
+        return None
+    began = datetime.datetime.fromisoformat(str(started).replace("Z", "+00:00"))
+    return outcome, max((now - began).total_seconds(), 0.0)
 
 
 def rollout_phases(bodies: Iterable[dict[str, Any]]) -> dict[str, int]:

@@ -23,7 +23,7 @@ import httpx
 from tmo.api.rollout import RolloutSpec, RolloutStatus
 from tmo.kube.client import ApiError, KubeClient
 from tmo.kube.drift import fingerprint
-from tmo.kube.metrics import RECONCILE_SECONDS
+from tmo.kube.metrics import CANARY_SECONDS, RECONCILE_SECONDS, canary_ending
 from tmo.kube.pod_failures import REASONS as POD_FAILURE_REASONS
 from tmo.kube.pod_failures import PodFailure, first_failure, pod_failure
 from tmo.kube.rollouts import (
@@ -603,6 +603,9 @@ class Reconciler:
         if decision.requeue_after is not None:
             state.wake_after = decision.requeue_after
         if not same_status(decision.status, previous):
+            ending = canary_ending(previous, decision.status, datetime.datetime.now(datetime.UTC))
+            if ending is not None:
+                CANARY_SECONDS.labels(ending[0]).observe(ending[1])
             result = await self.client.patch_status(
                 names.API_VERSION,
                 "Rollout",
