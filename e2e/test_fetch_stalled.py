@@ -10,7 +10,6 @@ unscheduled) is not kwok's at all.
 
 from __future__ import annotations
 
-import copy
 import json
 import time
 from collections.abc import Iterator
@@ -19,8 +18,9 @@ from typing import Any
 import pytest
 
 from e2e.kube import Cluster, kstatus, wait_for
+from e2e.models import apply_model, running_operator
 from e2e.rollouts import apply, condition, events, model_manifest, rollout_manifest, wait_phase
-from e2e.tmo_operator import OperatorProcess, install_crds, operator_kubeconfig
+from e2e.tmo_operator import OperatorProcess
 
 T = "2026-01-01T00:00:00Z"
 
@@ -29,27 +29,20 @@ T = "2026-01-01T00:00:00Z"
 def operator(
     cluster: Cluster, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[OperatorProcess]:
-    install_crds(cluster)
-    workdir = tmp_path_factory.mktemp("operator-fetch")
-    op = OperatorProcess(
+    # Fast retries, and no periodic resync within a test: a model that is stuck costs no
+    # request at all unless something changes, so any request shows a loop. A Prometheus
+    # address, so Rollouts act (their analysis is never due in these tests).
+    with running_operator(
         cluster,
-        workdir,
-        kubeconfig=operator_kubeconfig(cluster, workdir),
-        # Fast retries, and no periodic resync within a test: a model that is stuck costs no
-        # request at all unless something changes, so any request shows a loop.
-        # A Prometheus address, so Rollouts act (their analysis is never due in these tests).
-        args=[
-            "--retry-initial-seconds",
-            "1",
-            "--retry-max-seconds",
-            "2",
-            "--prometheus-url",
-            "http://127.0.0.1:9",
-        ],
-    )
-    op.start()
-    yield op
-    op.stop()
+        tmp_path_factory.mktemp("operator-fetch"),
+        "--retry-initial-seconds",
+        "1",
+        "--retry-max-seconds",
+        "2",
+        "--prometheus-url",
+        "http://127.0.0.1:9",
+    ) as op:
+        yield op
 
 
 def _model(name: str, uri: str, **spec: Any) -> dict[str, Any]:
@@ -67,25 +60,12 @@ def _model(name: str, uri: str, **spec: Any) -> dict[str, Any]:
     }
 
 
-def _apply(cluster: Cluster, ns: str, model: dict[str, Any]) -> None:
-    m = copy.deepcopy(model)
-    m["metadata"]["namespace"] = ns
-    cluster.apply(json.dumps(m))
-
-
-def _condition(obj: dict[str, Any], type_: str) -> dict[str, Any] | None:
-    for c in (obj.get("status") or {}).get("conditions") or []:
-        if c["type"] == type_:
-            return dict(c)
-    return None
-
-
 def _wait_condition(
     cluster: Cluster, ns: str, name: str, type_: str, status: str, reason: str | None = None
 ) -> dict[str, Any]:
     def seen() -> dict[str, Any] | bool:
         obj = cluster.get("transformermodel", name, ns)
-        c = _condition(obj, type_)
+        c = condition(obj, type_)
         fresh = (obj.get("status") or {}).get("observedGeneration") == obj["metadata"]["generation"]
         ok = c is not None and c["status"] == status and reason in (None, c["reason"])
         return obj if fresh and ok else False
@@ -253,7 +233,7 @@ def test_failed_fetch_stalls_the_model_once_and_clears_when_the_pod_recovers(
     cluster: Cluster, namespace: str, operator: OperatorProcess
 ) -> None:
     uri = "s3://models/tiny/v1/"
-    _apply(cluster, namespace, _model("fetchy", uri))
+    apply_model(cluster, namespace, _model("fetchy", uri))
     revision = _wait_condition(cluster, namespace, "fetchy", "Ready", "True")["status"]["revision"]
     pod = _one_pod(cluster, namespace, "fetchy", revision)
     name = pod["metadata"]["name"]
@@ -265,12 +245,12 @@ def test_failed_fetch_stalls_the_model_once_and_clears_when_the_pod_recovers(
     ] == ("Init:CrashLoopBackOff")
 
     obj = _wait_condition(cluster, namespace, "fetchy", "Stalled", "True", "FetchFailed")
-    stalled = _condition(obj, "Stalled")
+    stalled = condition(obj, "Stalled")
     assert stalled is not None
     assert stalled["message"] == f"revision {revision}, pod {name}: {line}"
-    ready = _condition(obj, "Ready")
+    ready = condition(obj, "Ready")
     assert ready is not None and ready["status"] == "False" and ready["reason"] == "FetchFailed"
-    assert _condition(obj, "Reconciling") is None
+    assert condition(obj, "Reconciling") is None
     assert kstatus(cluster, obj) == "Failed"  # what Flux makes of it
     # `kubectl get tm`: the model is not Ready.
     row = cluster.kubectl("get", "tm", "fetchy", "-n", namespace, "--no-headers").stdout.split()
@@ -293,14 +273,14 @@ def test_failed_fetch_stalls_the_model_once_and_clears_when_the_pod_recovers(
     # The fetch succeeds on a later try: Stalled goes, the model is Ready again.
     _patch_status(cluster, namespace, name, _healthy(pod))
     obj = _wait_condition(cluster, namespace, "fetchy", "Ready", "True")
-    assert _condition(obj, "Stalled") is None
+    assert condition(obj, "Stalled") is None
 
 
 def test_new_revision_that_cannot_fetch_keeps_the_old_one_serving(
     cluster: Cluster, namespace: str, operator: OperatorProcess
 ) -> None:
     model = _model("guarded", "s3://models/tiny/v1/")
-    _apply(cluster, namespace, model)
+    apply_model(cluster, namespace, model)
     old = _wait_condition(cluster, namespace, "guarded", "Ready", "True")["status"]["revision"]
 
     # The new revision asks for more CPU than any kwok node has: its pod stays Pending and
@@ -308,7 +288,7 @@ def test_new_revision_that_cannot_fetch_keeps_the_old_one_serving(
     uri = "s3://models/tiny/v2/"
     model["spec"]["model"]["uri"] = uri
     model["spec"]["resources"]["requests"]["cpu"] = "64"
-    _apply(cluster, namespace, model)
+    apply_model(cluster, namespace, model)
     new = wait_for(
         "the new revision",
         lambda: (
@@ -324,7 +304,7 @@ def test_new_revision_that_cannot_fetch_keeps_the_old_one_serving(
     _patch_status(cluster, namespace, pod["metadata"]["name"], _fetch_failing(pod, line, "Pending"))
 
     obj = _wait_condition(cluster, namespace, "guarded", "Stalled", "True", "FetchFailed")
-    stalled = _condition(obj, "Stalled")
+    stalled = condition(obj, "Stalled")
     assert stalled is not None and f"revision {new}" in stalled["message"]
     assert line in stalled["message"]
     # The old revision was not touched and still serves.
@@ -339,11 +319,11 @@ def test_new_revision_that_cannot_fetch_keeps_the_old_one_serving(
     # The pod is deleted and its ReplicaSet makes a new one, not failing (yet): not Stalled.
     cluster.kubectl("delete", "pod", pod["metadata"]["name"], "-n", namespace, "--wait=false")
     obj = _wait_condition(cluster, namespace, "guarded", "Reconciling", "True", "RollingOut")
-    assert _condition(obj, "Stalled") is None
+    assert condition(obj, "Stalled") is None
 
     # Fixed in Git: a revision that starts replaces the old one.
     model["spec"]["resources"]["requests"]["cpu"] = "100m"
-    _apply(cluster, namespace, model)
+    apply_model(cluster, namespace, model)
     obj = _wait_condition(cluster, namespace, "guarded", "Ready", "True")
     assert obj["status"]["revision"] not in (old, new)
 

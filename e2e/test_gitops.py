@@ -33,7 +33,7 @@ import yaml
 from e2e.dataplane import LocalDataPlane, build_tiny_model
 from e2e.gitserver import GitServer, Repository
 from e2e.kube import Cluster, wait_for
-from e2e.models import wait_ready
+from e2e.models import running_operator, wait_ready
 from e2e.rollouts import (
     condition,
     model_manifest,
@@ -42,7 +42,7 @@ from e2e.rollouts import (
     verdicts,
     wait_phase,
 )
-from e2e.tmo_operator import REPO, OperatorProcess, install_crds, operator_kubeconfig
+from e2e.tmo_operator import REPO, OperatorProcess, install_crds
 
 EXAMPLES = REPO / "examples" / "gitops"
 HEALTH_LUA = REPO / "charts" / "tmo" / "argocd" / "health.lua"
@@ -335,28 +335,21 @@ def plane(
 def operator(
     cluster: Cluster, ns: str, plane: LocalDataPlane, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[OperatorProcess]:
-    install_crds(cluster)
-    workdir = tmp_path_factory.mktemp("operator")
-    op = OperatorProcess(
+    with running_operator(
         cluster,
-        workdir,
-        kubeconfig=operator_kubeconfig(cluster, workdir),
-        args=[
-            "--namespace",
-            ns,
-            "--prometheus-url",
-            plane.prometheus_url,
-            "--resync-seconds",
-            "10",
-            "--retry-initial-seconds",
-            "1",
-            "--retry-max-seconds",
-            "3",
-        ],
-    )
-    op.start()
-    yield op
-    op.stop()
+        tmp_path_factory.mktemp("operator"),
+        "--namespace",
+        ns,
+        "--prometheus-url",
+        plane.prometheus_url,
+        "--resync-seconds",
+        "10",
+        "--retry-initial-seconds",
+        "1",
+        "--retry-max-seconds",
+        "3",
+    ) as op:
+        yield op
 
 
 # --- the loop -----------------------------------------------------------------------------------

@@ -13,33 +13,20 @@ from pathlib import Path
 
 from tmo_runtime.fetcher import FetchError
 
-_TRUE = {"1", "true", "yes", "on"}
-
-
-def hf_cache_dir() -> Path:
-    if os.environ.get("HF_HUB_CACHE"):
-        return Path(os.environ["HF_HUB_CACHE"])
-    hf_home = os.environ.get(
-        "HF_HOME", os.path.join(os.path.expanduser("~"), ".cache", "huggingface")
-    )
-    return Path(hf_home) / "hub"
-
-
-def offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in _TRUE
-
 
 def fetch_hf(rest: str, dest: Path) -> Path:
     """The local snapshot folder of hf://`rest` (files are links into the cache's blobs)."""
-    from huggingface_hub import errors, snapshot_download
+    # huggingface_hub's own reading of HF_HUB_CACHE / HF_HOME and HF_HUB_OFFLINE.
+    from huggingface_hub import constants, errors, snapshot_download
 
     repo, _, revision = rest.partition("@")
     revision = revision or "main"
     uri = f"hf://{rest}"
-    is_offline = offline()
+    is_offline = bool(constants.HF_HUB_OFFLINE)
     # Offline: the mounted cache. Online: a fresh cache in the fetch container's temp dir
     # unless the environment names one (tmo serve on a developer's machine reuses theirs).
-    cache = hf_cache_dir() if is_offline or os.environ.get("HF_HUB_CACHE") else dest / "hf-cache"
+    own_cache = is_offline or os.environ.get("HF_HUB_CACHE")
+    cache = Path(constants.HF_HUB_CACHE) if own_cache else dest / "hf-cache"
     try:
         path = snapshot_download(
             repo_id=repo,

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-import yaml
 from tmo.render.configmap import MODEL_STORE, MOUNT_PATH
 from tmo_runtime.torchserve import free_port
 from tmo_runtime.ts_config import (
@@ -28,7 +27,7 @@ from tmo_runtime.ts_config import (
 )
 
 from tests.runtime.helpers import REPO, inflight, manifest
-from tests.runtime.rendered_pod import PodPaths, rendered_containers
+from tests.runtime.rendered_pod import PodPaths, rendered_containers, run_rendered_fetch
 
 pytestmark = pytest.mark.slow
 
@@ -53,16 +52,7 @@ def test_rendered_pod_serves_reports_memory_and_drains(tiny_models: Path) -> Non
     containers = rendered_containers(doc)
     revision = next(e["value"] for e in containers["gateway"]["env"] if e["name"] == "TMO_REVISION")
     paths = PodPaths()
-    (paths.mapping[MOUNT_PATH] / "model.yaml").write_text(yaml.safe_dump(doc))
-
-    fetch = subprocess.run(
-        paths.argv(containers["fetch"]),
-        cwd=REPO,
-        env=paths.env(containers["fetch"]),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    fetch, _ = run_rendered_fetch(doc, paths=paths)
     assert fetch.returncode == 0, fetch.stderr
     assert (paths.mapping[MODEL_STORE] / f"{MODEL}.mar").is_file()
 
@@ -204,16 +194,8 @@ def test_rendered_fetch_reads_a_pvc_model_from_its_read_only_mount(tiny_models: 
     for p in [claim_dir, *claim_dir.rglob("*")]:
         p.chmod(0o555 if p.is_dir() else 0o444)
     before = sorted(claim_dir.rglob("*"))
-    (paths.mapping[MOUNT_PATH] / "model.yaml").write_text(yaml.safe_dump(doc))
     try:
-        fetch = subprocess.run(
-            paths.argv(containers["fetch"]),
-            cwd=REPO,
-            env=paths.env(containers["fetch"]),
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        fetch, _ = run_rendered_fetch(doc, paths=paths)
         assert fetch.returncode == 0, fetch.stderr
         assert (paths.mapping[MODEL_STORE] / f"{MODEL}.mar").is_file()
         assert sorted(claim_dir.rglob("*")) == before  # nothing written to the claim

@@ -63,14 +63,16 @@ class Elector:
         self.clock = clock
         self._renewed_at = 0.0  # monotonic time of the last successful write
 
-    async def _try(self) -> bool:
-        """One attempt to create, take or renew the Lease; True when this process holds it."""
+    async def _try(self) -> tuple[bool, str]:
+        """One attempt to create, take or renew the Lease: (whether this process holds it, the
+        holder it read)."""
         obj = await self.client.get(leader.LEASE_API, "Lease", self.namespace, self.name)
         lease = leader.parse_lease(obj)
+        holder = lease.holder if lease else ""
         now = self.clock()
         step = leader.next_step(lease, self.identity, now)
         if step == "wait":
-            return False
+            return False, holder
         body = leader.lease_object(
             self.namespace, self.name, self.identity, now, self.timing, lease
         )
@@ -81,7 +83,7 @@ class Elector:
                 await self.client.replace(body)
         except ApiError as e:
             if e.status == 409:  # another process wrote first: read again next round
-                return False
+                return False, holder
             raise
         self._renewed_at = asyncio.get_running_loop().time()
         if step != "renew":
@@ -92,18 +94,15 @@ class Elector:
                 self.name,
                 f" (was {lease.holder or 'released'})" if lease else "",
             )
-        return True
+        return True, self.identity
 
     async def acquire(self) -> None:
         last_holder: str | None = None
         while True:
             try:
-                if await self._try():
+                held, holder = await self._try()
+                if held:
                     return
-                lease = leader.parse_lease(
-                    await self.client.get(leader.LEASE_API, "Lease", self.namespace, self.name)
-                )
-                holder = lease.holder if lease else ""
                 if holder != last_holder:
                     log.info(
                         "leader election: standby; Lease %s/%s is held by %s",
@@ -122,7 +121,7 @@ class Elector:
         while True:
             await asyncio.sleep(self.timing.retry_s)
             try:
-                if await self._try():
+                if (await self._try())[0]:
                     continue
                 raise LostLeadership(f"Lease {self.namespace}/{self.name} was taken by another")
             except (ApiError, OSError) as e:
