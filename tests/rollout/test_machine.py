@@ -176,6 +176,8 @@ def test_a_canary_whose_pods_cannot_start_is_rolled_back_not_waited_for() -> Non
     # The failed revision is not tried again by itself; a fix in Git (a new revision) is.
     sim.step(60, canary_ready=0, stable_replicas=4, canary_failure=why)
     assert sim.phase == "RolledBack"
+    stalled = sim.condition("Stalled")  # later passes keep the reason
+    assert stalled is not None and stalled["reason"] == "CanaryFailed"
     sim.desired = "canary2"
     sim.step(1, canary_ready=0, stable_replicas=4)
     assert sim.phase == "Progressing" and sim.status["canaryRevision"] == "canary2"

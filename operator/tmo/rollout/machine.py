@@ -221,8 +221,10 @@ class _State:
 
 def _load(status: RolloutStatus) -> _State:
     ready = next((c for c in status.conditions if c.type == "Ready"), None)
-    # The Ready reason carries why a Paused rollout is paused (approval, spec, analysis errors).
-    reason = ready.reason if ready is not None and status.phase == "Paused" else ""
+    # The Ready reason carries why a Paused rollout is paused (approval, spec, analysis errors)
+    # and why a canary ended (AnalysisFailed, CanaryFailed): later passes keep saying so.
+    kept = status.phase in ("Paused", "RolledBack", "Aborted")
+    reason = ready.reason if ready is not None and kept else ""
     return _State(
         reason=reason,
         prev_phase=status.phase,
