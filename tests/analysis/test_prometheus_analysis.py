@@ -105,6 +105,15 @@ def _cumulative(points: tuple[tuple[float, float], ...], le: float) -> float:
     return max((f for bound, f in points if bound <= le), default=0.0)
 
 
+def _mean(points: tuple[tuple[float, float], ...]) -> float:
+    # Each share of requests at its bucket's bound: near enough for a _sum series.
+    previous, total = 0.0, 0.0
+    for bound, fraction in points:
+        total += (fraction - previous) * bound
+        previous = fraction
+    return total
+
+
 def exposition(elapsed: float) -> str:
     """The gateway's series as they stand `elapsed` seconds after the exporter started:
     counters grow at each revision's rate, so rate() and increase() see traffic."""
@@ -126,6 +135,8 @@ def exposition(elapsed: float) -> str:
                 f'tmo_request_duration_seconds_bucket{{{labels},le="+Inf"}} {math.floor(total)}'
             )
             lines.append(f"tmo_request_duration_seconds_count{{{labels}}} {math.floor(total)}")
+            seconds = math.floor(total) * _mean(r.latency)
+            lines.append(f"tmo_request_duration_seconds_sum{{{labels}}} {seconds}")
         for pod, container, usage, limit in r.memory:
             labels = f'model="{MODEL}",revision="{r.name}",container="{container}",pod="{pod}"'
             lines.append(f"tmo_memory_usage_bytes{{{labels}}} {_value(usage)}")
@@ -456,3 +467,51 @@ async def test_a_run_takes_one_timeout_not_one_per_query() -> None:
             took = time.monotonic() - started
     assert run.verdict == "Error" and "ReadTimeout" in run.summary
     assert took < 5
+
+
+# --- mannWhitney: both revisions' requests, over the canary's life -----------------------------
+
+
+def compared(canary: str, age: float = 30) -> AnalysisContext:
+    return AnalysisContext(NS, MODEL, canary, STABLE, MONITORING, canary_age_seconds=age)
+
+
+MANN_WHITNEY = Analysis(judge="mannWhitney")
+
+
+async def test_mannwhitney_passes_a_canary_like_stable(prom: PrometheusClient) -> None:
+    run = await run_analysis(MANN_WHITNEY, compared("good"), prom, NOW)
+    assert run.verdict == "Passed", run.summary
+    m = by_name(run)
+    assert list(m) == ["latencyP99", "memoryUtilization", "errorRate"]
+    assert "not significantly worse" in m["latencyP99"].message
+    assert "at look 1" in m["latencyP99"].message
+    assert m["latencyP99"].value == pytest.approx(m["latencyP99"].stable_value, rel=0.05)
+    # The figures come from the same requests the test ranks (40/s since the exporter started).
+    assert run.requests is not None and run.requests >= 100
+    assert re.search(r"; \d+ vs \d+ requests\)$", m["latencyP99"].message)
+
+
+async def test_mannwhitney_fails_a_slower_canary(prom: PrometheusClient) -> None:
+    run = await run_analysis(MANN_WHITNEY, compared("slow"), prom, NOW)
+    assert run.verdict == "Failed"
+    p99 = by_name(run)["latencyP99"]
+    assert p99.verdict == "Failed"
+    assert p99.message.startswith("worse than stable: ")
+    assert p99.value is not None and p99.stable_value is not None
+    assert p99.value > 10 * p99.stable_value
+
+
+async def test_mannwhitney_fails_more_5xx_but_never_4xx(prom: PrometheusClient) -> None:
+    broken = by_name(await run_analysis(MANN_WHITNEY, compared("broken"), prom, NOW))
+    assert broken["errorRate"].verdict == "Failed"
+    assert broken["errorRate"].value == pytest.approx(0.1, abs=0.01)
+    # 40 % of its answers are 400 and 429: a client's mistakes are not the canary's errors.
+    client = by_name(await run_analysis(MANN_WHITNEY, compared("clienterr"), prom, NOW))
+    assert client["errorRate"].verdict == "Passed", client["errorRate"].message
+
+
+async def test_mannwhitney_has_no_verdict_without_traffic(prom: PrometheusClient) -> None:
+    run = await run_analysis(MANN_WHITNEY, compared("quiet"), prom, NOW)
+    assert run.verdict == "Inconclusive"
+    assert "fewer than minRequests 100" in run.summary

@@ -22,6 +22,7 @@ from tmo.analysis import (
     requests_query,
     window_for,
 )
+from tmo.analysis.judges import MannWhitneyJudge
 from tmo.analysis.metrics import format_number
 from tmo.analysis.observe import AlertReading, MetricReading, Observations, Reading, one_number
 from tmo.analysis.queries import promql_string
@@ -178,19 +179,25 @@ def test_listed_metrics_replace_the_defaults() -> None:
 def test_threshold_judge(
     bounds: dict[str, float], value: float | None, verdict: Verdict, message: str
 ) -> None:
-    assert ThresholdJudge().judge(metric(query="q", **bounds), value, None) == (verdict, message)
+    m = metric(query="q", **bounds)
+    assert ThresholdJudge().judge(m, MetricReading(m, Reading(value))) == (verdict, message)
 
 
 def test_threshold_judge_speaks_milliseconds_for_latency() -> None:
     p99 = metric(builtin="latencyP99", max=250)
-    assert ThresholdJudge().judge(p99, 812.0, 40.0) == ("Failed", "812 ms > max 250 ms")
-    assert ThresholdJudge().judge(p99, 49.512, 40.0) == ("Passed", "49.51 ms <= max 250 ms")
+
+    def judged(canary: float) -> tuple[str, str]:
+        return ThresholdJudge().judge(p99, MetricReading(p99, Reading(canary), Reading(40.0)))
+
+    assert judged(812.0) == ("Failed", "812 ms > max 250 ms")
+    assert judged(49.512) == ("Passed", "49.51 ms <= max 250 ms")
 
 
 def test_judge_for() -> None:
     assert isinstance(judge_for(Analysis()), ThresholdJudge)
-    with pytest.raises(UnsupportedJudge, match="judge mannWhitney is not available yet"):
-        judge_for(analysis(judge="mannWhitney"))
+    judge = judge_for(analysis(judge="mannWhitney", significance=0.02, tolerance=0.2), 3, 2)
+    assert isinstance(judge, MannWhitneyJudge)
+    assert (judge.significance, judge.tolerance, judge.look, judge.compared) == (0.02, 0.2, 3, 2)
     assert issubclass(UnsupportedJudge, ValueError)
 
 

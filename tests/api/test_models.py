@@ -138,8 +138,7 @@ def test_examples_cover_the_brief() -> None:
         "image-classification", "speech-recognition",
     }  # fmt: skip
     rollouts = [d["spec"] for d in docs if d["kind"] == "Rollout"]
-    # Only judges that work: mannWhitney Stalls a Rollout (UnsupportedJudge) until it is built.
-    assert {r["analysis"]["judge"] for r in rollouts} == {"threshold"}
+    assert {r["analysis"]["judge"] for r in rollouts} == {"threshold", "mannWhitney"}
     assert {r.get("traffic", {}).get("router", "gatewayAPI") for r in rollouts} == {
         "gatewayAPI",
         "replicas",

@@ -6,7 +6,13 @@ parts (query builders, judges, evaluate) are usable and tested on their own.
 
 from tmo.analysis.context import AnalysisContext
 from tmo.analysis.evaluate import AnalysisRun, evaluate, overall_verdict
-from tmo.analysis.judges import Judge, ThresholdJudge, UnsupportedJudge, judge_for
+from tmo.analysis.judges import (
+    Judge,
+    MannWhitneyJudge,
+    ThresholdJudge,
+    UnsupportedJudge,
+    judge_for,
+)
 from tmo.analysis.metrics import effective_metrics
 from tmo.analysis.observe import Observations, observe
 from tmo.analysis.prometheus import PrometheusClient, PrometheusError
@@ -27,6 +33,7 @@ __all__ = [
     "AnalysisContext",
     "AnalysisRun",
     "Judge",
+    "MannWhitneyJudge",
     "Observations",
     "PrometheusClient",
     "PrometheusError",

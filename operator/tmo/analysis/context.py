@@ -23,3 +23,8 @@ class AnalysisContext:
     monitoring: Mapping[str, float]
     """The target TransformerModel's spec.monitoring (camelCase keys: latencyP99Ms,
     memoryUtilization, errorRate): the gates when the Rollout lists no metrics."""
+    canary_age_seconds: float = 0.0
+    """Seconds since the canary started: the mannWhitney judge compares every request since."""
+    look: int = 1
+    """This run's place among the canary's runs that reached a verdict (1: the first test):
+    the mannWhitney judge spends its significance over the looks."""

@@ -100,8 +100,7 @@ def _metric_check(
     elif canary.value is None:
         verdict, message = "Inconclusive", f"no data for revision {ctx.canary} in the last {window}"
     else:
-        stable = reading.stable.value if reading.stable is not None else None
-        verdict, message = judge.judge(metric, canary.value, stable)
+        verdict, message = judge.judge(metric, reading)
     stable_value = (
         _finite(reading.stable.value)
         if reading.stable is not None and reading.stable.error is None

@@ -20,22 +20,36 @@ _DEFAULTS: Final[tuple[tuple[BuiltinMetric, str], ...]] = (
 )
 
 
+# The quantile each latency built-in reads from the request-duration histogram.
+QUANTILES: Final[dict[str, float]] = {"latencyP50": 0.5, "latencyP95": 0.95, "latencyP99": 0.99}
+
+
 def effective_metrics(analysis: Analysis, monitoring: Mapping[str, float]) -> list[Metric]:
     """The Rollout's metrics, or when it lists none the target's monitoring thresholds as max
     gates named latencyP99, memoryUtilization and errorRate (keys missing from `monitoring` are
-    left out)."""
+    left out). With judge mannWhitney, latencyP99 and errorRate are compared with stable and
+    always gate (no max: the comparison replaces it); memoryUtilization keeps its max."""
     if analysis.metrics:
         return list(analysis.metrics)
+    compare = analysis.judge == "mannWhitney"
     # model_construct: the default names are the built-ins' camelCase names (what people see in
     # status and alerts), which the user-facing name pattern (lowercase, '-') would refuse.
     return [
-        Metric.model_construct(name=name, builtin=name, max=float(monitoring[key]))
+        Metric.model_construct(name=name, builtin=name)
+        if compare and name in REQUEST_BASED
+        else Metric.model_construct(name=name, builtin=name, max=float(monitoring[key]))
         for name, key in _DEFAULTS
-        if key in monitoring
+        if key in monitoring or (compare and name in REQUEST_BASED)
     ]
 
 
 def is_request_based(metric: Metric) -> bool:
+    return metric.builtin in REQUEST_BASED
+
+
+def compared_with_stable(metric: Metric) -> bool:
+    """Whether the mannWhitney judge compares this gate's requests with stable's (latencies and
+    errors); memory and PromQL gates are judged against their max/min by every judge."""
     return metric.builtin in REQUEST_BASED
 
 

@@ -11,8 +11,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from tmo.analysis.context import AnalysisContext
+from tmo.analysis.metrics import QUANTILES, compared_with_stable
 from tmo.analysis.prometheus import PrometheusClient, PrometheusError, Sample
-from tmo.analysis.queries import alert_query, builtin_query, render_query, requests_query
+from tmo.analysis.queries import (
+    alert_query,
+    buckets_query,
+    builtin_query,
+    errors_query,
+    mean_query,
+    render_query,
+    requests_query,
+)
+from tmo.analysis.samples import BadCounts, Binned, from_buckets, outcomes
 from tmo.api.rollout import Analysis, Metric
 
 # Label sets quoted when a query returns several series: enough to see what came back.
@@ -29,11 +39,23 @@ class Reading:
 
 
 @dataclass(frozen=True)
+class SampleReading:
+    """Both revisions' requests over the same window, for the mannWhitney judge: latency
+    buckets, or outcomes (answered, 5xx). Empty samples with an error when Prometheus failed."""
+
+    canary: Binned
+    stable: Binned
+    error: str | None = None
+
+
+@dataclass(frozen=True)
 class MetricReading:
     metric: Metric
     canary: Reading
     stable: Reading | None = None
     """Built-ins only: the same query for the stable revision."""
+    samples: SampleReading | None = None
+    """Compared built-ins under mannWhitney: the requests behind `canary` and `stable`."""
 
 
 @dataclass(frozen=True)
@@ -96,6 +118,98 @@ async def _metric(
     return MetricReading(metric, await _read(prom, promql, True))
 
 
+_EMPTY = Binned((), ())
+
+
+@dataclass(frozen=True)
+class _Requests:
+    """What one comparison run fetched once for every compared gate."""
+
+    latency: SampleReading
+    outcomes: SampleReading
+
+
+async def _samples(prom: PrometheusClient, promql: str) -> list[Sample]:
+    return await prom.query(promql)
+
+
+async def _latency(prom: PrometheusClient, ctx: AnalysisContext, window: str) -> SampleReading:
+    try:
+        canary, stable, c_mean, s_mean = await asyncio.gather(
+            _samples(prom, buckets_query(ctx, ctx.canary, window)),
+            _samples(prom, buckets_query(ctx, ctx.stable, window)),
+            _samples(prom, mean_query(ctx, ctx.canary, window)),
+            _samples(prom, mean_query(ctx, ctx.stable, window)),
+        )
+        return SampleReading(
+            from_buckets(((labels.get("le", ""), v) for labels, v in canary), _one(c_mean)),
+            from_buckets(((labels.get("le", ""), v) for labels, v in stable), _one(s_mean)),
+        )
+    except (PrometheusError, BadCounts) as exc:
+        return SampleReading(_EMPTY, _EMPTY, str(exc))
+
+
+def _one(samples: Sequence[Sample]) -> float | None:
+    return samples[0][1] if len(samples) == 1 else None
+
+
+def _total(samples: Sequence[Sample]) -> float:
+    # One series from sum(), none when nothing matched (no request, or no 5xx).
+    return samples[0][1] if samples else 0.0
+
+
+async def _outcomes(prom: PrometheusClient, ctx: AnalysisContext, window: str) -> SampleReading:
+    try:
+        c_all, c_bad, s_all, s_bad = await asyncio.gather(
+            _samples(prom, requests_query(ctx, ctx.canary, window)),
+            _samples(prom, errors_query(ctx, ctx.canary, window)),
+            _samples(prom, requests_query(ctx, ctx.stable, window)),
+            _samples(prom, errors_query(ctx, ctx.stable, window)),
+        )
+        return SampleReading(
+            outcomes(_total(c_all), _total(c_bad)), outcomes(_total(s_all), _total(s_bad))
+        )
+    except (PrometheusError, BadCounts) as exc:
+        return SampleReading(_EMPTY, _EMPTY, str(exc))
+
+
+def _figure(metric: Metric, sample: Binned) -> Reading:
+    """The gate's own figure from a sample: the quantile in ms, or the error rate."""
+    if metric.builtin in QUANTILES:
+        q = sample.quantile(QUANTILES[metric.builtin])
+        return Reading(value=q * 1000 if q is not None else None)
+    return Reading(value=sample.share_of_last())
+
+
+def compared_reading(metric: Metric, samples: SampleReading) -> MetricReading:
+    """A compared gate's reading: figures computed from the samples, so the value shown and the
+    test judge the same requests."""
+    if samples.error is not None:
+        return MetricReading(metric, Reading(error=samples.error), None, samples)
+    return MetricReading(
+        metric, _figure(metric, samples.canary), _figure(metric, samples.stable), samples
+    )
+
+
+async def _compared(
+    prom: PrometheusClient, metrics: Sequence[Metric], ctx: AnalysisContext, window: str
+) -> _Requests | None:
+    wanted = [m for m in metrics if compared_with_stable(m)]
+    if not wanted:
+        return None
+    latency, answered = await asyncio.gather(
+        _latency(prom, ctx, window) if any(m.builtin in QUANTILES for m in wanted) else _nothing(),
+        _outcomes(prom, ctx, window)
+        if any(m.builtin == "errorRate" for m in wanted)
+        else _nothing(),
+    )
+    return _Requests(latency, answered)
+
+
+async def _nothing() -> SampleReading:
+    return SampleReading(_EMPTY, _EMPTY)
+
+
 async def _alert(prom: PrometheusClient, alert: str, ctx: AnalysisContext) -> AlertReading:
     try:
         return AlertReading(alert, firing=len(await prom.query(alert_query(alert, ctx))))
@@ -109,12 +223,30 @@ async def observe(
     ctx: AnalysisContext,
     prom: PrometheusClient,
     window: str,
+    compare: bool = False,
 ) -> Observations:
     """Run every query of one analysis run concurrently: a slow or unreachable Prometheus costs
-    one timeout per run, not one per query."""
-    requests, readings, alerts = await asyncio.gather(
+    one timeout per run, not one per query.
+
+    With `compare` (the mannWhitney judge), latency and error gates are read as both
+    revisions' requests over `window` (the canary's life) instead of one number each."""
+    plain = [m for m in metrics if not (compare and compared_with_stable(m))]
+    requests, readings, alerts, fetched = await asyncio.gather(
         _read(prom, requests_query(ctx, ctx.canary, window), False),
-        asyncio.gather(*(_metric(prom, m, ctx, window) for m in metrics)),
+        asyncio.gather(*(_metric(prom, m, ctx, window) for m in plain)),
         asyncio.gather(*(_alert(prom, a, ctx) for a in analysis.alerts)),
+        _compared(prom, metrics, ctx, window) if compare else _none(),
     )
-    return Observations(window, requests, list(readings), list(alerts))
+    by_name = {r.metric.name: r for r in readings}
+    ordered = []
+    for m in metrics:
+        if m.name in by_name:
+            ordered.append(by_name[m.name])
+        elif fetched is not None:
+            samples = fetched.latency if m.builtin in QUANTILES else fetched.outcomes
+            ordered.append(compared_reading(m, samples))
+    return Observations(window, requests, ordered, list(alerts))
+
+
+async def _none() -> _Requests | None:
+    return None

@@ -86,6 +86,36 @@ def builtin_query(builtin: str, ctx: AnalysisContext, revision: str, window: str
     raise ValueError(f"unknown builtin metric {builtin!r}")
 
 
+def comparison_window(canary_age_seconds: float) -> str:
+    """The range the mannWhitney judge compares over: the canary's whole life (every request
+    since it started), at least MIN_WINDOW_SECONDS, in whole seconds."""
+    return f"{max(math.ceil(canary_age_seconds), MIN_WINDOW_SECONDS)}s"
+
+
+def buckets_query(ctx: AnalysisContext, revision: str, window: str) -> str:
+    """Requests per latency bucket (cumulative by `le`) the revision answered in the window."""
+    return (
+        "sum by (le) ("
+        f"increase(tmo_request_duration_seconds_bucket{selector(ctx, revision)}[{window}]))"
+    )
+
+
+def mean_query(ctx: AnalysisContext, revision: str, window: str) -> str:
+    """The revision's exact mean request duration (seconds) in the window, from the
+    histogram's _sum and _count; NaN or no series without requests."""
+    sel = selector(ctx, revision)
+    return (
+        f"sum(increase(tmo_request_duration_seconds_sum{sel}[{window}]))"
+        f" / sum(increase(tmo_request_duration_seconds_count{sel}[{window}]))"
+    )
+
+
+def errors_query(ctx: AnalysisContext, revision: str, window: str) -> str:
+    """5xx answers of the revision in the window (no series: none)."""
+    errors = selector(ctx, revision, 'code=~"5.."')
+    return f"sum(increase(tmo_requests_total{errors}[{window}]))"
+
+
 def requests_query(ctx: AnalysisContext, revision: str, window: str) -> str:
     """Requests the revision answered in the window (every code)."""
     return f"sum(increase(tmo_requests_total{selector(ctx, revision)}[{window}]))"

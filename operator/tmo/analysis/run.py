@@ -5,10 +5,10 @@ from __future__ import annotations
 from tmo.analysis.context import AnalysisContext
 from tmo.analysis.evaluate import AnalysisRun, evaluate
 from tmo.analysis.judges import judge_for
-from tmo.analysis.metrics import effective_metrics
+from tmo.analysis.metrics import compared_with_stable, effective_metrics
 from tmo.analysis.observe import observe
 from tmo.analysis.prometheus import PrometheusClient
-from tmo.analysis.queries import window_for
+from tmo.analysis.queries import comparison_window, window_for
 from tmo.api.rollout import Analysis
 
 
@@ -21,7 +21,10 @@ async def run_analysis(
     not have raises UnsupportedJudge before any query (the operator reports it as Stalled).
     `now` (RFC 3339) is the measurements' time.
     """
-    judge = judge_for(analysis)
     metrics = effective_metrics(analysis, ctx.monitoring)
-    observations = await observe(analysis, metrics, ctx, prom, window_for(analysis))
+    compare = analysis.judge == "mannWhitney"
+    compared = sum(compared_with_stable(m) for m in metrics)
+    judge = judge_for(analysis, ctx.look, compared)
+    window = comparison_window(ctx.canary_age_seconds) if compare else window_for(analysis)
+    observations = await observe(analysis, metrics, ctx, prom, window, compare)
     return evaluate(analysis, ctx, observations, judge, now)

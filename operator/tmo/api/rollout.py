@@ -163,6 +163,40 @@ class Analysis(APIModel):
             ),
             field="metrics",
         ),
+        Rule(
+            cel="!has(self.judge) || self.judge != 'mannWhitney' || !has(self.metrics) || "
+            "self.metrics.all(m, has(m.query) || m.builtin == 'memoryUtilization' || "
+            "(!has(m.max) && !has(m.min)))",
+            message="with judge mannWhitney latency and errorRate metrics are compared with "
+            "stable and take no max or min (use alerts for absolute limits)",
+            check=lambda a: (
+                a.judge != "mannWhitney"
+                or all(
+                    m.query is not None
+                    or m.builtin == "memoryUtilization"
+                    or (m.max is None and m.min is None)
+                    for m in a.metrics
+                )
+            ),
+            field="metrics",
+        ),
+        Rule(
+            cel="!has(self.judge) || self.judge != 'mannWhitney' || !has(self.metrics) || "
+            "self.metrics.all(m, !(has(m.query) || m.builtin == 'memoryUtilization') || "
+            "has(m.max) || has(m.min))",
+            message="with judge mannWhitney memoryUtilization and query metrics need max or min "
+            "(only latency and errorRate are compared with stable)",
+            check=lambda a: (
+                a.judge != "mannWhitney"
+                or all(
+                    not (m.query is not None or m.builtin == "memoryUtilization")
+                    or m.max is not None
+                    or m.min is not None
+                    for m in a.metrics
+                )
+            ),
+            field="metrics",
+        ),
     )
 
     interval: Annotated[
@@ -176,7 +210,8 @@ class Analysis(APIModel):
     ] = "30s"
     """How often measurements are taken."""
     min_requests: Annotated[int, Field(ge=0)] = 100
-    """Fewer canary requests than this in a window means no verdict yet, not failure."""
+    """Fewer canary requests than this in a window (mannWhitney: since the canary started)
+    means no verdict yet, not failure."""
     failure_limit: Annotated[int, Field(ge=0, le=1000)] = 2
     """Failed checks tolerated; one more rolls back."""
     max_consecutive_errors: Annotated[int, Field(ge=0, le=1000)] = 4
@@ -185,9 +220,15 @@ class Analysis(APIModel):
     """What too many measurement errors do: hold (pause and wait) or rollback."""
     judge: Judge = "threshold"
     """How a measurement becomes a verdict: threshold (canary value against max/min) or
-    mannWhitney (canary against stable samples, Mann-Whitney U test, Kayenta-style)."""
+    mannWhitney (latency and errorRate: canary requests against stable requests since the
+    canary started, one-sided Mann-Whitney U test; memory and queries keep max/min)."""
     significance: Annotated[float, Field(gt=0, le=0.5)] = 0.05
-    """mannWhitney: the p-value below which the canary is judged different (worse) from stable."""
+    """mannWhitney: the false-rollback rate allowed over the whole rollout. It is spent over
+    the looks (look k may use significance * 6 / (pi^2 k^2), split between the compared
+    metrics), so checking every interval does not inflate it."""
+    tolerance: Annotated[float, Field(ge=0, le=10)] = 0.1
+    """mannWhitney: the smallest relative change worth a rollback (0.1: the canary's p99 or
+    error rate at least 10 % above stable's). A significant but smaller difference passes."""
     metrics: Annotated[
         list[Metric],
         Field(

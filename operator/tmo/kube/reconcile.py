@@ -68,6 +68,7 @@ from tmo.rollout import (
     Decision,
     TrafficPlan,
     analysis_due,
+    canary_look,
     held_decision,
     next_state,
     parse_action,
@@ -563,12 +564,15 @@ class Reconciler:
         if self._prometheus is None:
             self._prometheus = PrometheusClient(self.settings.render.prometheus_url)
         meta = model["metadata"]
+        age, look = canary_look(status, now)
         ctx = AnalysisContext(
             namespace=meta["namespace"],
             model=meta["name"],
             canary=status.canary_revision or "",
             stable=status.stable_revision or "",
             monitoring=dict((model.get("spec") or {}).get("monitoring") or {}),
+            canary_age_seconds=age,
+            look=look,
         )
         try:
             run = await run_analysis(spec.analysis, ctx, self._prometheus, now_rfc3339())

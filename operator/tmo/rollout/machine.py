@@ -192,6 +192,16 @@ def analysis_due(spec: RolloutSpec, status: RolloutStatus, now: datetime.datetim
     return (now - since).total_seconds() >= interval
 
 
+def canary_look(status: RolloutStatus, now: datetime.datetime) -> tuple[float, int]:
+    """(seconds since the canary started, this run's look number): the canary's runs that
+    reached a verdict so far, plus one. Inconclusive and errored runs tested nothing, so they
+    spend none of the mannWhitney judge's significance."""
+    started = parse_time(status.canary_started_at)
+    age = max(0.0, (now - started).total_seconds()) if started is not None else 0.0
+    a = status.analysis
+    return age, 1 + (a.passed + a.failed if a is not None else 0)
+
+
 @dataclass
 class _State:
     """The mutable working copy of the status while one decision is made."""
