@@ -375,7 +375,9 @@ class Prometheus:
     A target written to `targets_file` is scraped within ~5 s: Prometheus's discovery manager
     batches updates every 5 s, whatever `refresh_interval` says."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(
+        self, workdir: Path, extra_scrape_configs: list[dict[str, Any]] | None = None
+    ) -> None:
         self.dir = workdir / "prometheus"
         self.rules_dir = self.dir / "rules"
         self.tsdb = self.dir / "data"
@@ -404,7 +406,8 @@ class Prometheus:
                     "file_sd_configs": [
                         {"files": [str(self.targets_file)], "refresh_interval": "1s"}
                     ],
-                }
+                },
+                *(extra_scrape_configs or []),
             ],
         }
         self.config_file.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -490,6 +493,7 @@ class LocalDataPlane:
         poll_interval: float = 0.5,
         max_inflight: int = 64,
         seed: int = 0,
+        extra_scrape_configs: list[dict[str, Any]] | None = None,
     ) -> None:
         self.cluster = cluster
         self.namespace = namespace
@@ -498,7 +502,8 @@ class LocalDataPlane:
         self.poll_interval = poll_interval
         workdir.mkdir(parents=True, exist_ok=True)
         (workdir / "servers").mkdir(exist_ok=True)
-        self._prometheus = Prometheus(workdir)
+        # Other scrape jobs (the operator's --metrics-port), beside the model servers.
+        self._prometheus = Prometheus(workdir, extra_scrape_configs or [])
         self._load = LoadGenerator(self._pick, rps, max_inflight=max_inflight)
         self._rng = random.Random(seed)
         self._lock = threading.Lock()

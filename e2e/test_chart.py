@@ -42,6 +42,8 @@ def test_chart_renders_crds_rbac_and_a_hardened_operator(helm: str) -> None:
     assert kinds == [
         "ClusterRole",
         "ClusterRoleBinding",
+        "ConfigMap",  # the Grafana dashboards (dashboards.enabled)
+        "ConfigMap",
         "CustomResourceDefinition",
         "CustomResourceDefinition",
         "Deployment",
@@ -102,6 +104,8 @@ def test_operator_metrics_service_monitor_and_alerts(helm: str, tmp_path: Path) 
         monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
     )
     assert monitor["spec"]["endpoints"][0]["port"] == service["spec"]["ports"][0]["name"]
+    # The rollout series' own `namespace` label (the Rollout's) must survive the scrape.
+    assert monitor["spec"]["endpoints"][0]["honorLabels"] is True
     # Off by default: both need the Prometheus Operator's CRDs.
     assert {d["kind"] for d in _template(helm)}.isdisjoint({"ServiceMonitor", "PrometheusRule"})
     # The alerts are valid PromQL to Prometheus's own checker.
