@@ -4,6 +4,10 @@ What is checked here is the CLI's side of the protocol: the action annotation (w
 id), written as a merge patch of metadata only, so spec and generation stay as Git has them; and
 `status` reading a status the way the operator writes it. The operator's acknowledgement
 (status.lastAction) is tested with the operator's own e2e tests.
+
+`report` is checked on a real rollout: the operator, a real model server per revision and a real
+Prometheus (e2e/dataplane.py) take a canary through its steps, then the PNG is drawn from the
+Rollout and the Events the operator posted.
 """
 
 from __future__ import annotations
@@ -21,8 +25,10 @@ from typing import Any
 import pytest
 from tmo.api.rollout import ACTION_ANNOTATION
 
+from e2e.dataplane import LocalDataPlane, build_tiny_model
 from e2e.kube import Cluster, wait_for
-from e2e.tmo_operator import install_crds
+from e2e.rollouts import apply, change_runtime, model_manifest, rollout_manifest, wait_phase
+from e2e.tmo_operator import OperatorProcess, install_crds, operator_kubeconfig
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "examples" / "email-triage.yaml"
@@ -133,11 +139,18 @@ def test_unacknowledged_action_times_out(api: Cluster, rollout_ns: str) -> None:
     assert action_of(api.get("tmro", NAME, rollout_ns))["action"] == "retry"
 
 
-def test_missing_rollout_is_refused(api: Cluster, namespace: str) -> None:
-    for args in (["promote", "nope"], ["abort", "nope", "--no-wait"], ["status", "nope"]):
+def test_missing_rollout_is_refused(api: Cluster, namespace: str, tmp_path: Path) -> None:
+    png = str(tmp_path / "r.png")
+    for args in (
+        ["promote", "nope"],
+        ["abort", "nope", "--no-wait"],
+        ["status", "nope"],
+        ["report", "nope", "--out", png],
+    ):
         r = tmo(api, *args, "-n", namespace)
         assert r.returncode == 2, (args, r.stdout, r.stderr)
         assert f"rollout {namespace}/nope not found" in r.stderr
+    assert not Path(png).exists()
 
 
 def _condition(type_: str, status: str, reason: str, message: str) -> dict[str, Any]:
@@ -223,8 +236,15 @@ def test_status_prints_phase_steps_and_verdict(api: Cluster, rollout_ns: str) ->
         "analysis:  Passed at 2026-12-01T21:30:00Z "
         "(passed 3, failed 1, inconclusive 2, errors 0 in a row)"
     ) in lines
-    assert "  p99-latency: Passed, value 212.5 vs stable 198, 1523 requests" in lines
-    assert "  errors: Passed, value 0.002, 1523 requests" in lines
+    # The bar is blocks on a UTF-8 stdout, else ASCII.
+    progress = [line for line in lines if line.startswith("progress:  ")]
+    assert len(progress) == 1, lines
+    assert re.fullmatch(
+        r"progress:  (\[####--------\]|\u2588{4}\u2591{8}) step 3/6, canary 25%", progress[0]
+    ), progress
+    # Gates in the units of their built-ins (examples/email-triage.yaml): ms, and % for errors.
+    assert "  p99-latency  canary 212.5 ms  stable 198 ms  Passed, 1523 requests" in lines
+    assert "  errors       canary 0.2%  Passed, 1523 requests" in lines
     assert (
         "last action: promote by alice at 2026-12-01T21:29:00Z, handled 2026-12-01T21:29:01Z: "
         "passed the approval gate at step 2"
@@ -318,3 +338,88 @@ def test_kubectl_plugin(api: Cluster, rollout_ns: str) -> None:
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert action_of(api.get("tmro", NAME, rollout_ns))["action"] == "promote"
+
+
+# ------------------------------------------------------------------ report, on a real rollout
+
+REPORT_STEPS: list[dict[str, Any]] = [
+    {"setWeight": 25},
+    {"pause": {"duration": "3s"}},
+    {"setWeight": 50},
+    {"pause": {"duration": "3s"}},
+]
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+def test_report_draws_a_real_rollout(
+    api: Cluster, namespace: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A canary promoted through every step by the real operator on real traffic, then drawn:
+    the weight from the operator's Events, the default gates (the model's thresholds) with
+    canary and stable values from the real Prometheus."""
+    name = "triage"
+    model = build_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
+    workdir = tmp_path_factory.mktemp("report")
+    with LocalDataPlane(api, namespace, workdir / "plane", rps=12) as plane:
+        op = OperatorProcess(
+            api,
+            workdir,
+            kubeconfig=operator_kubeconfig(api, workdir),
+            args=["--namespace", namespace, "--prometheus-url", plane.prometheus_url,
+                  "--resync-seconds", "10", "--retry-initial-seconds", "1",
+                  "--retry-max-seconds", "3"],
+        )  # fmt: skip
+        op.start()
+        try:
+            apply(
+                api,
+                model_manifest(namespace, name, f"file://{model}"),
+                rollout_manifest(namespace, name, REPORT_STEPS),
+            )
+            idle = wait_phase(api, namespace, name, {"Idle"}, timeout=60)
+            old = str(idle["status"]["stableRevision"])
+            plane.wait_serving(old, timeout=180)
+            canary = change_runtime(api, namespace, name, maxBatchDelayMs=6)
+            done = wait_phase(api, namespace, name, {"Succeeded"}, timeout=300)
+            assert done["status"]["stableRevision"] == canary
+        finally:
+            op.stop()
+
+    # While a status is about to settle the report still draws what there is; now it has it all.
+    measured = done["status"]["analysis"]["measurements"]
+    png = workdir / "rollout-report.png"
+    r = tmo(api, "report", name, "-n", namespace, "--out", str(png))
+    assert r.returncode == 0, r.stderr
+    print(r.stdout)  # shown with -s: what a user sees
+    width, height = png_size(png)
+    gates = {m["metric"] for m in measured}
+    assert gates <= {"latencyP99", "memoryUtilization", "errorRate"}, gates
+    assert width >= 1000 and height >= 300 + 200 * len(gates), (width, height)
+    assert 20_000 < png.stat().st_size < 3_000_000
+
+    out = r.stdout.splitlines()
+    assert out[0] == (
+        f"wrote {png}: Rollout {namespace}/{name}: canary {canary} promoted over {old}, Succeeded"
+    ), r.stdout
+    # The weight went 0 -> 25 -> 50 -> 100 (promoted), as the operator's Events say.
+    (weight,) = [line for line in out if line.startswith("  weight: ")]
+    assert weight.endswith("(0% -> 25% -> 50% -> 100%)"), weight
+    # One line per gate with its points; together every measurement the status holds.
+    gate_lines = [line for line in out if line.startswith("  gate ")]
+    assert len(gate_lines) == len(gates), out
+    assert any(line.startswith("  gate latencyP99: ") and "max 1500 ms" in line
+               for line in gate_lines), gate_lines  # fmt: skip
+    assert f"  {len(measured)} measurement points, " in r.stdout, r.stdout
+    assert "Passed" in r.stdout
+
+    # --since: the last hour, up to now.
+    hour = workdir / "rollout-report-1h.png"
+    again = tmo(api, "report", name, "-n", namespace, "--out", str(hour), "--since", "1h")
+    assert again.returncode == 0, again.stderr
+    assert png_size(hour)[0] >= 1000
+    assert "(1h00m)" in again.stdout.splitlines()[1], again.stdout

@@ -12,8 +12,12 @@ from tmo.cli import build_parser, main
 from tmo.commands.rollout import (
     action_patch,
     build_action,
+    format_gates,
+    format_progress,
     format_status,
     format_steps,
+    format_value,
+    metric_units,
     rfc3339,
     settled,
 )
@@ -147,11 +151,14 @@ def test_status_progressing_with_analysis() -> None:
         "analysis:  Passed at 2026-12-01T21:30:00Z "
         "(passed 4, failed 1, inconclusive 2, errors 0 in a row)"
     ) in out
-    # The newest measurement per metric, in the order the metrics first appear.
+    assert "progress:  [####--------] step 3/6, canary 25%" in out
+    # Per metric (in the order they first appear) its recent values, oldest first, and the
+    # newest verdict; these metrics are not in the spec, so no units.
     metric_lines = [line for line in out if line.startswith("  ")]
     assert metric_lines == [
-        "  p99-latency: Passed, value 212.3 vs stable 198, 1523 requests - 212.3 <= 250",
-        "  memory: Passed, value 0.4123 vs stable 0.4",
+        "  p99-latency  canary 400 -> 212.3  stable - -> 198  Passed (recent: F P), "
+        "1523 requests - 212.3 <= 250",
+        "  memory       canary 0.4123  stable 0.4  Passed",
     ]
     assert not any(line.startswith("waiting for approval") for line in out)
 
@@ -213,6 +220,7 @@ def test_status_without_status_and_stale_generation() -> None:
     assert "phase:     Unknown (not reconciled yet)  (spec.paused: true, held)" in out
     assert "analysis:  no measurements yet" in out
     assert "weight:" not in out
+    assert "progress:  [------------] no canary running" in out
 
     r = rollout({"phase": "Idle"})
     r["metadata"]["generation"] = 3
@@ -237,7 +245,7 @@ def test_status_error_measurement_without_value() -> None:
             },
         }
     )
-    assert "  custom: Error - query returned 3 series" in format_status(r)
+    assert "  custom  Error - query returned 3 series" in format_status(r)
 
 
 def test_status_pause_time_left_only_with_now() -> None:
@@ -264,6 +272,141 @@ def test_status_pause_time_left_only_with_now() -> None:
 )
 def test_settled(phase: str | None, code: int | None) -> None:
     assert settled(rollout({"phase": phase})) == code
+
+
+# ------------------------------------------------------------------ progress line
+
+
+@pytest.mark.parametrize(
+    ("current", "phase", "weight", "expected"),
+    [
+        (2, "Progressing", 25, "[####--------] step 3/6, canary 25%"),
+        (0, "Progressing", 0, "[------------] step 1/6, canary 0%"),
+        (5, "Paused", 50, "[##########--] step 6/6, canary 50%"),
+        (3, "Promoting", 50, "[############] all 6 steps done, promoting"),
+        (6, "Succeeded", 0, "[############] all 6 steps done, promoted"),
+        (2, "RolledBack", 0, "[####--------] RolledBack at step 3/6, canary 0%"),
+        (1, "Aborted", None, "[##----------] Aborted at step 2/6"),
+        (0, "Idle", 0, "[------------] no canary running"),
+        (None, None, None, "[------------] no canary running"),
+        (9, "Progressing", 50, "[############] step 6/6, canary 50%"),
+    ],
+)
+def test_progress_line(current: Any, phase: str | None, weight: Any, expected: str) -> None:
+    assert format_progress(STEPS, current, phase, weight) == expected
+
+
+def test_progress_line_unicode_and_width() -> None:
+    assert format_progress(STEPS, 3, "Progressing", 25, unicode=True) == (
+        "\u2588" * 6 + "\u2591" * 6 + " step 4/6, canary 25%"
+    )
+    bar = format_progress(STEPS[:5], 2, "Progressing", 25, width=5, unicode=True)
+    assert bar == "\u2588\u2588\u2591\u2591\u2591 step 3/5, canary 25%"
+    assert format_progress([], None, "Progressing", 0) == "[------------] no steps"
+
+
+def test_status_progress_line_follows_stdout(monkeypatch: pytest.MonkeyPatch) -> None:
+    r = rollout({"phase": "Progressing", "currentStep": 2, "canaryWeight": 25})
+    assert "progress:  [####--------] step 3/6, canary 25%" in format_status(r)
+    fancy = format_status(r, unicode=True)
+    assert "progress:  \u2588\u2588\u2588\u2588\u2591" in fancy
+    assert fancy.isascii() is False and format_status(r).isascii()
+
+
+# ------------------------------------------------------------------ gates
+
+
+def m(metric: str, verdict: str, value: Any = None, stable: Any = None, **extra: Any) -> Any:
+    out = {"metric": metric, "time": "2026-12-01T21:30:00Z", "verdict": verdict, **extra}
+    if value is not None:
+        out["value"] = value
+    if stable is not None:
+        out["stableValue"] = stable
+    return out
+
+
+SPEC_METRICS = {
+    "analysis": {
+        "metrics": [
+            {"name": "p99", "builtin": "latencyP99", "max": 250},
+            {"name": "memory", "builtin": "memoryUtilization", "max": 0.9},
+            {"name": "errors", "builtin": "errorRate", "max": 0.01},
+            {"name": "custom", "query": "vector(1)", "max": 10},
+        ]
+    }
+}
+
+
+def test_metric_units_from_the_spec_or_the_default_gates() -> None:
+    assert metric_units(SPEC_METRICS) == {"p99": "ms", "memory": "%", "errors": "%", "custom": ""}
+    defaults = metric_units({"analysis": {"metrics": []}})
+    assert defaults["latencyP99"] == "ms" and defaults["errorRate"] == "%"
+    assert defaults["memoryUtilization"] == "%" and metric_units({})["latencyP50"] == "ms"
+
+
+def test_format_value() -> None:
+    assert format_value(212.345, "ms") == "212.3"
+    assert format_value(241.0) == "241"
+    assert format_value(0.0123, "%") == "1.23"
+    assert format_value(0.412345, "%") == "41.2"
+    assert format_value(0, "%") == "0"
+    assert format_value(None) == format_value(True) == format_value("x") == "-"
+
+
+def test_gates_recent_values_with_units() -> None:
+    ms = [
+        m("p99", "Passed", 212.0, 200.0, requests=300),
+        m("errors", "Passed", 0.0, 0.001, requests=300),
+        m("p99", "Passed", 230.0, 203.0, requests=310),
+        m("p99", "Passed", 241.0, 199.0, requests=320, message="241 <= 250"),
+        m("errors", "Failed", 0.02, 0.001, requests=310, message="0.02 > 0.01"),
+        m("custom", "Passed", 3.5),
+        m("memory", "Passed", 0.41234),
+    ]
+    units = metric_units(SPEC_METRICS)
+    assert format_gates(ms, units) == [
+        "  p99     canary 212 -> 230 -> 241 ms  stable 200 -> 203 -> 199 ms  Passed, "
+        "320 requests - 241 <= 250",
+        "  errors  canary 0% -> 2%  stable 0.1% -> 0.1%  Failed (recent: P F), 310 requests "
+        "- 0.02 > 0.01",
+        "  custom  canary 3.5  Passed",
+        "  memory  canary 41.2%  Passed",
+    ]
+    arrows = format_gates(ms, units, unicode=True)[0]
+    assert arrows.startswith("  p99     canary 212 \u2192 230 \u2192 241 ms  stable 200 \u2192")
+
+
+def test_gates_keep_the_last_few_and_show_missing_values() -> None:
+    ms = [m("p99", "Passed", float(v), 100.0) for v in range(1, 9)]
+    ms.append(m("p99", "Inconclusive", None, 100.0, requests=3, message="3 < minRequests 10"))
+    (line,) = format_gates(ms, {"p99": "ms"}, recent=5)
+    assert line == (
+        "  p99  canary 5 -> 6 -> 7 -> 8 -> - ms  stable 100 -> 100 -> 100 -> 100 -> 100 ms  "
+        "Inconclusive (recent: P P P P I), 3 requests - 3 < minRequests 10"
+    )
+    assert format_gates([], {}) == []
+
+
+def test_status_uses_the_spec_units() -> None:
+    r = rollout(
+        {
+            "phase": "Progressing",
+            "currentStep": 0,
+            "canaryWeight": 5,
+            "analysis": {
+                "verdict": "Passed",
+                "measurements": [
+                    m("p99", "Passed", 212.0, 198.0),
+                    m("errors", "Passed", 0.002, 0.0),
+                    m("p99", "Passed", 220.0, 199.0),
+                ],
+            },
+        },
+        **SPEC_METRICS,
+    )
+    out = format_status(r).splitlines()
+    assert "  p99     canary 212 -> 220 ms  stable 198 -> 199 ms  Passed" in out
+    assert "  errors  canary 0.2%  stable 0%  Passed" in out
 
 
 # ------------------------------------------------------------------ action annotation
@@ -350,6 +493,7 @@ def test_parse_errors(argv: list[str]) -> None:
     ("sub", "words"),
     [
         ("status", "phase, step progress"),
+        ("report", "weight over time"),
         ("promote", "approval gate"),
         ("abort", "rolls back to the stable revision now"),
         ("retry", "from step 0"),

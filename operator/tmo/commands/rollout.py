@@ -1,4 +1,4 @@
-"""`tmo rollout status|promote|abort|retry NAME`: watch and steer canary Rollouts.
+"""`tmo rollout status|report|promote|abort|retry NAME`: watch, draw and steer canary Rollouts.
 
 Also a kubectl plugin (`kubectl tmo rollout promote NAME`) through the `kubectl-tmo` entry point.
 
@@ -7,7 +7,8 @@ Actions never touch the spec (no Git drift): they write the `tmo.dev/rollout-act
 merge patch of metadata.annotations only. The operator acts once per id and records it in
 `status.lastAction`; the command waits for that acknowledgement unless told not to.
 
-The formatting is pure (`format_status`, `format_steps`): plain dicts in, text out.
+The formatting is pure (`format_status`, `format_steps`, `format_progress`, `format_gates`):
+plain dicts in, text out. `report` lives in `tmo.commands.rollout_report`.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ ACTIONS: Final[dict[str, str]] = {
     "abort": "rolls back to the stable revision now (all traffic on stable, canary removed)",
     "retry": "starts the canary again from step 0 (after a rollback or abort)",
 }
+RECENT_MEASUREMENTS: Final = 5  # per gate in `status`
+PROGRESS_WIDTH: Final = 12
 SETTLED_OK: Final = frozenset({"Idle", "Succeeded"})
 SETTLED_FAILED: Final = frozenset({"RolledBack", "Aborted"})
 AWAITING_APPROVAL: Final = "AwaitingApproval"
@@ -79,6 +82,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="S",
         help="with --watch: give up (exit 1) after S seconds (default: wait indefinitely)",
     )
+
+    from tmo.commands import rollout_report
+    from tmo.rollout.machine import KEPT_MEASUREMENTS
+
+    report = sub.add_parser(
+        "report",
+        help="draw a Rollout's weight, gate values and verdicts over time as a PNG",
+        description="Draw a Rollout's history as a PNG (for a postmortem or a pull-request "
+        "comment): the canary's weight over time (from the Rollout's Events and its status), "
+        "and per gate the canary's and the stable revision's values over time with the gate's "
+        "max/min and each verdict (Passed green, Failed red X, Inconclusive grey, Error "
+        "orange). Prints what it drew. Only what the cluster still has can be drawn: the "
+        f"status keeps the newest {KEPT_MEASUREMENTS} measurements (the API allows 64), so "
+        "a long canary's early ones are gone, and the API server keeps Events for 1 hour by "
+        f"default. Needs matplotlib: {rollout_report.INSTALL_HINT}.",
+    )
+    _common(report)
+    rollout_report.add_arguments(report)
 
     for action, meaning in ACTIONS.items():
         p = sub.add_parser(
@@ -211,19 +232,135 @@ def format_steps(steps: list[Any], current: int | None, phase: str | None) -> st
     return "  ".join(marks)
 
 
-def _number(value: Any) -> str:
+def _by_metric(measurements: list[Any]) -> dict[str, list[Mapping[str, Any]]]:
+    """Measurements grouped by metric, oldest first, metrics in order of first appearance."""
+    grouped: dict[str, list[Mapping[str, Any]]] = {}
+    for m in measurements:
+        if isinstance(m, Mapping):
+            grouped.setdefault(str(m.get("metric", "?")), []).append(m)
+    return grouped
+
+
+# Built-in metric -> unit: latencies are milliseconds, the rest fractions shown as percent.
+BUILTIN_UNITS: Final[dict[str, str]] = {
+    "latencyP50": "ms",
+    "latencyP95": "ms",
+    "latencyP99": "ms",
+    "memoryUtilization": "%",
+    "errorRate": "%",
+}
+
+
+def metric_units(spec: Mapping[str, Any]) -> dict[str, str]:
+    """Metric name -> unit ("ms", "%" or "") for the gates of a Rollout spec. Without listed
+    metrics the gates are the target's thresholds, named after their built-ins."""
+    metrics = _get(spec, "analysis", "metrics") or []
+    if not metrics:
+        return dict(BUILTIN_UNITS)
+    return {
+        str(m.get("name")): BUILTIN_UNITS.get(str(m.get("builtin")), "")
+        for m in metrics
+        if isinstance(m, Mapping)
+    }
+
+
+def format_value(value: Any, unit: str = "") -> str:
+    """212.345 ms -> "212.3", 0.0123 % -> "1.23"; "-" for no number (the unit goes after)."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return "-"
+    if unit == "%":
+        return f"{value * 100:.3g}"
     return f"{value:.4g}"
 
 
-def _latest_measurements(measurements: list[Any]) -> list[Mapping[str, Any]]:
-    """The newest measurement of each metric, in order of the metrics' first appearance."""
-    latest: dict[str, Mapping[str, Any]] = {}
-    for m in measurements:
-        if isinstance(m, Mapping):
-            latest[str(m.get("metric", "?"))] = m
-    return list(latest.values())
+def _series(values: list[Any], unit: str, arrow: str) -> str:
+    if unit == "%":  # each value its own sign: 0.2% -> 0.35%
+        return arrow.join(f"{format_value(v, unit)}%" if v is not None else "-" for v in values)
+    text = arrow.join(format_value(v, unit) for v in values)
+    return f"{text} {unit}" if unit else text
+
+
+def format_gates(
+    measurements: list[Any],
+    units: Mapping[str, str] | None = None,
+    recent: int = RECENT_MEASUREMENTS,
+    unicode: bool = False,
+) -> list[str]:
+    """One line per gate: its last `recent` canary and stable values, oldest first, and the
+    newest verdict with its request count and message.
+
+    `  p99-latency  canary 212 -> 230 -> 241 ms  stable 200 -> 203 -> 199 ms  Passed, 1523
+    requests - 241 <= 250`; a value that is missing (Error, Inconclusive) shows as "-", and a
+    side with no value at all is left out. `(recent: P F P)` follows the verdict when the
+    recent verdicts differ."""
+    arrow = " \u2192 " if unicode else " -> "
+    grouped = _by_metric(measurements)
+    if not grouped:
+        return []
+    width = max(len(name) for name in grouped)
+    lines = []
+    for name, ms in grouped.items():
+        last = ms[-recent:]
+        unit = (units or {}).get(name, "")
+        text = f"  {name:<{width}}"
+        canary = [m.get("value") for m in last]
+        stable = [m.get("stableValue") for m in last]
+        if any(v is not None for v in canary):
+            text += f"  canary {_series(canary, unit, arrow)}"
+        if any(v is not None for v in stable):
+            text += f"  stable {_series(stable, unit, arrow)}"
+        newest = last[-1]
+        text += f"  {newest.get('verdict', '?')}"
+        verdicts = [str(m.get("verdict", "?")) for m in last]
+        if len(set(verdicts)) > 1:
+            text += f" (recent: {' '.join(v[:1] for v in verdicts)})"
+        if newest.get("requests") is not None:
+            text += f", {newest['requests']} requests"
+        if newest.get("message"):
+            text += f" - {newest['message']}"
+        lines.append(text)
+    return lines
+
+
+def _done_steps(n: int, current: Any, phase: str | None) -> int:
+    if phase in ("Succeeded", "Promoting"):
+        return n
+    if not isinstance(current, int) or phase in (None, "Idle"):
+        return 0
+    return max(0, min(current, n))
+
+
+def format_progress(
+    steps: list[Any],
+    current: Any,
+    phase: str | None,
+    weight: Any,
+    width: int = PROGRESS_WIDTH,
+    unicode: bool = False,
+) -> str:
+    """`███████░░░░░ step 3/5, canary 25%` (`[#######-----]` without unicode): the share of
+    steps done, where the canary is and its weight."""
+    n = len(steps)
+    done = _done_steps(n, current, phase)
+    filled = round(width * done / n) if n else 0
+    if unicode:
+        bar = "\u2588" * filled + "\u2591" * (width - filled)
+    else:
+        bar = "[" + "#" * filled + "-" * (width - filled) + "]"
+    pct = f", canary {weight}%" if isinstance(weight, int) else ""
+    if not n:
+        where = "no steps"
+    elif phase == "Succeeded":
+        where = f"all {n} steps done, promoted"
+    elif phase == "Promoting":
+        where = f"all {n} steps done, promoting"
+    elif phase in (None, "Idle") or not isinstance(current, int):
+        where = "no canary running"
+    elif phase in SETTLED_FAILED:
+        where = f"{phase} at step {min(current + 1, n)}/{n}{pct}"
+    else:
+        where = f"step {min(current + 1, n)}/{n}{pct}"
+    return f"{bar} {where}"
 
 
 def _pause_left(step: Any, started: Any, now: datetime | None) -> str:
@@ -241,11 +378,14 @@ def _pause_left(step: Any, started: Any, now: datetime | None) -> str:
     return f", {seconds // 60}m{seconds % 60:02d}s left"
 
 
-def format_status(rollout: Mapping[str, Any], now: datetime | None = None) -> str:
+def format_status(
+    rollout: Mapping[str, Any], now: datetime | None = None, unicode: bool = False
+) -> str:
     """A Rollout as a few lines for people (`tmo rollout status`).
 
     `now` (aware) adds the time left in a timed pause; without it the output depends on the
-    object alone (the watch loop compares it to spot changes)."""
+    object alone (the watch loop compares it to spot changes). `unicode` draws the progress bar
+    with blocks and the value series with arrows (for a UTF-8 terminal); else plain ASCII."""
     meta = rollout.get("metadata") or {}
     spec = rollout.get("spec") or {}
     status = rollout.get("status") or {}
@@ -268,8 +408,11 @@ def format_status(rollout: Mapping[str, Any], now: datetime | None = None) -> st
         step_line += f"  (step {current + 1}/{len(steps)}"
         step_line += _pause_left(steps[current], status.get("stepStartedAt"), now) + ")"
     lines.append(step_line)
-
     weight = status.get("canaryWeight")
+    if steps:
+        progress = format_progress(list(steps), current, phase, weight, unicode=unicode)
+        lines.append(f"progress:  {progress}")
+
     if isinstance(weight, int):
         lines.append(f"weight:    canary {weight}%, stable {100 - weight}%")
     lines.append(
@@ -299,17 +442,8 @@ def format_status(rollout: Mapping[str, Any], now: datetime | None = None) -> st
         )
         when = f" at {analysis['lastRunTime']}" if analysis.get("lastRunTime") else ""
         lines.append(f"analysis:  {analysis.get('verdict') or 'no verdict yet'}{when} ({counts})")
-        for m in _latest_measurements(list(analysis.get("measurements") or [])):
-            text = f"  {m.get('metric', '?')}: {m.get('verdict', '?')}"
-            if m.get("value") is not None:
-                text += f", value {_number(m.get('value'))}"
-            if m.get("stableValue") is not None:
-                text += f" vs stable {_number(m.get('stableValue'))}"
-            if m.get("requests") is not None:
-                text += f", {m['requests']} requests"
-            if m.get("message"):
-                text += f" - {m['message']}"
-            lines.append(text)
+        units = metric_units(spec)
+        lines += format_gates(list(analysis.get("measurements") or []), units, unicode=unicode)
     else:
         lines.append("analysis:  no measurements yet")
 
@@ -328,6 +462,12 @@ def format_status(rollout: Mapping[str, Any], now: datetime | None = None) -> st
         ns = f" -n {namespace}" if namespace else ""
         lines.append(f"waiting for approval: tmo rollout promote {name}{ns}")
     return "\n".join(lines)
+
+
+def stdout_is_utf8() -> bool:
+    """Whether stdout takes the progress bar's blocks and the arrows (else plain ASCII)."""
+    encoding = getattr(sys.stdout, "encoding", None) or ""
+    return encoding.lower().replace("-", "").replace("_", "") in ("utf8", "utf8sig")
 
 
 def settled(rollout: Mapping[str, Any]) -> int | None:
@@ -431,8 +571,9 @@ async def _act(args: argparse.Namespace, client: KubeClient, namespace: str) -> 
 
 async def _status(args: argparse.Namespace, client: KubeClient, namespace: str) -> int:
     rollout = await _get_rollout(client, namespace, args.name)
+    fancy = stdout_is_utf8()
     if not args.watch:
-        print(format_status(rollout, datetime.now(UTC)))
+        print(format_status(rollout, datetime.now(UTC), unicode=fancy))
         return EXIT_OK
     deadline = None if args.timeout is None else time.monotonic() + args.timeout
     shown = None
@@ -442,7 +583,7 @@ async def _status(args: argparse.Namespace, client: KubeClient, namespace: str) 
             if shown is not None:
                 print()
             print(f"--- {rfc3339(datetime.now(UTC))}")
-            print(format_status(rollout, datetime.now(UTC)), flush=True)
+            print(format_status(rollout, datetime.now(UTC), unicode=fancy), flush=True)
             shown = key
         code = settled(rollout)
         if code is not None:
@@ -472,6 +613,10 @@ async def _main(args: argparse.Namespace) -> int:
     try:
         if args.rollout_command == "status":
             return await _status(args, client, namespace)
+        if args.rollout_command == "report":
+            from tmo.commands import rollout_report
+
+            return await rollout_report.run_report(args, client, namespace)
         return await _act(args, client, namespace)
     except ApiError as e:
         raise Refused(f"rollout {namespace}/{args.name}: the API server said {e}") from None
