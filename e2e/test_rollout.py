@@ -45,9 +45,16 @@ STEPS = [
 SLOW = {"batchSize": 8, "maxBatchDelayMs": 3000}
 
 
+@pytest.fixture(scope="module", params=["threshold", "mannWhitney"])
+def judge(request: pytest.FixtureRequest) -> str:
+    """Every test runs with each judge: mannWhitney compares the canary's requests with
+    stable's (latency, 5xx), threshold holds them against the model's monitoring limits."""
+    return str(request.param)
+
+
 @pytest.fixture(scope="module")
-def ns(cluster: Cluster) -> Iterator[str]:
-    name = f"ro-{int(time.time()) % 100000}"
+def ns(cluster: Cluster, judge: str) -> Iterator[str]:
+    name = f"ro-{judge[:2].lower()}-{int(time.time()) % 100000}"
     cluster.kubectl("create", "namespace", name)
     yield name
     cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
@@ -102,15 +109,26 @@ def _change(cluster: Cluster, ns: str, **runtime: Any) -> str:
     return change_runtime(cluster, ns, NAME, **runtime)
 
 
-def _set_rollout(cluster: Cluster, ns: str, steps: list[dict[str, Any]], **analysis: Any) -> None:
-    apply(cluster, rollout_manifest(ns, NAME, steps, **analysis))
+def _set_rollout(
+    cluster: Cluster, ns: str, judge: str, steps: list[dict[str, Any]], **analysis: Any
+) -> None:
+    apply(cluster, rollout_manifest(ns, NAME, steps, judge=judge, **analysis))
 
 
 @pytest.fixture(scope="module")
 def stable(
-    cluster: Cluster, ns: str, model_uri: str, plane: LocalDataPlane, operator: OperatorProcess
+    cluster: Cluster,
+    ns: str,
+    judge: str,
+    model_uri: str,
+    plane: LocalDataPlane,
+    operator: OperatorProcess,
 ) -> str:
-    apply(cluster, model_manifest(ns, NAME, model_uri), rollout_manifest(ns, NAME, STEPS))
+    apply(
+        cluster,
+        model_manifest(ns, NAME, model_uri),
+        rollout_manifest(ns, NAME, STEPS, judge=judge),
+    )
     obj = wait_phase(cluster, ns, NAME, {"Idle"}, timeout=60)
     revision = str(obj["status"]["stableRevision"])
     plane.wait_serving(revision, timeout=180)
@@ -119,7 +137,7 @@ def stable(
 
 
 def test_a_harmless_change_is_promoted_through_every_step(
-    cluster: Cluster, ns: str, plane: LocalDataPlane, stable: str
+    cluster: Cluster, ns: str, judge: str, plane: LocalDataPlane, stable: str
 ) -> None:
     canary = _change(cluster, ns, maxBatchDelayMs=6)
     seen_weights: set[int] = set()
@@ -148,10 +166,20 @@ def test_a_harmless_change_is_promoted_through_every_step(
     assert route_weights(cluster, ns, NAME) == {f"{NAME}-{canary[:10]}": 100}
     tm = cluster.get("tm", NAME, ns)
     assert condition(tm, "Ready")["status"] == "True"  # type: ignore[index]
+    if judge == "mannWhitney":
+        # Promoted on comparisons with stable, not on a lack of evidence.
+        latency = [
+            m for m in obj["status"]["analysis"]["measurements"] if m["metric"] == "latencyP99"
+        ]
+        assert latency[-1]["verdict"] == "Passed", latency[-1]
+        assert (
+            "significantly worse" in latency[-1]["message"] or "tolerance" in latency[-1]["message"]
+        )
+        assert latency[-1]["stableValue"] is not None
 
 
 def test_a_slow_change_is_rolled_back_by_the_p99_gate(
-    cluster: Cluster, ns: str, plane: LocalDataPlane, stable: str
+    cluster: Cluster, ns: str, judge: str, plane: LocalDataPlane, stable: str
 ) -> None:
     good = rollout(cluster, ns, NAME)["status"]["stableRevision"]
     bad = _change(cluster, ns, **SLOW)
@@ -159,6 +187,8 @@ def test_a_slow_change_is_rolled_back_by_the_p99_gate(
     stalled = condition(obj, "Stalled")
     assert stalled is not None and stalled["reason"] == "AnalysisFailed"
     assert "latencyP99" in stalled["message"] and f"{good} still serves" in stalled["message"]
+    if judge == "mannWhitney":
+        assert "worse than stable" in stalled["message"], stalled["message"]
     assert obj["status"]["stableRevision"] == good
     assert verdicts(cluster, obj) == ("Failed", "Degraded")
     # All traffic back on stable, the canary's pods gone.
@@ -171,13 +201,14 @@ def test_a_slow_change_is_rolled_back_by_the_p99_gate(
 
 
 def test_a_firing_alert_rolls_back(
-    cluster: Cluster, ns: str, plane: LocalDataPlane, stable: str
+    cluster: Cluster, ns: str, judge: str, plane: LocalDataPlane, stable: str
 ) -> None:
     # Only the alert gates this canary: a query that always passes, and TMOHighLatency. The
     # pauses leave the alert time to fire (its p99 over 30 s must hold for 5 s).
     _set_rollout(
         cluster,
         ns,
+        judge,
         [{"setWeight": 25}, {"pause": {"duration": "40s"}}, {"setWeight": 50}],
         metrics=[{"name": "always-ok", "query": "vector(0)", "max": 1}],
         alerts=["TMOHighLatency"],
@@ -191,9 +222,9 @@ def test_a_firing_alert_rolls_back(
 
 
 def test_no_traffic_is_no_verdict_and_no_promotion(
-    cluster: Cluster, ns: str, plane: LocalDataPlane, stable: str
+    cluster: Cluster, ns: str, judge: str, plane: LocalDataPlane, stable: str
 ) -> None:
-    _set_rollout(cluster, ns, STEPS)
+    _set_rollout(cluster, ns, judge, STEPS)
     plane.pause_load()
     try:
         canary = _change(cluster, ns, batchSize=4, maxBatchDelayMs=7)
@@ -219,9 +250,9 @@ def test_no_traffic_is_no_verdict_and_no_promotion(
 
 
 def test_prometheus_down_holds_and_never_promotes(
-    cluster: Cluster, ns: str, plane: LocalDataPlane, stable: str
+    cluster: Cluster, ns: str, judge: str, plane: LocalDataPlane, stable: str
 ) -> None:
-    _set_rollout(cluster, ns, STEPS, maxConsecutiveErrors=2)
+    _set_rollout(cluster, ns, judge, STEPS, maxConsecutiveErrors=2)
     canary = _change(cluster, ns, maxBatchDelayMs=8)
     wait_phase(cluster, ns, NAME, {"Progressing"}, timeout=60, canaryWeight=25)
     plane.stop_prometheus()
@@ -240,9 +271,9 @@ def test_prometheus_down_holds_and_never_promotes(
 
 
 def test_approval_gate_promote_abort_and_retry(
-    cluster: Cluster, ns: str, plane: LocalDataPlane, stable: str
+    cluster: Cluster, ns: str, judge: str, plane: LocalDataPlane, stable: str
 ) -> None:
-    _set_rollout(cluster, ns, [{"setWeight": 25}, {"pause": {}}])
+    _set_rollout(cluster, ns, judge, [{"setWeight": 25}, {"pause": {}}])
     canary = _change(cluster, ns, maxBatchDelayMs=9)
     obj = wait_phase(cluster, ns, NAME, {"Paused"}, timeout=300)
     assert condition(obj, "Ready")["reason"] == "AwaitingApproval"  # type: ignore[index]
@@ -256,7 +287,7 @@ def test_approval_gate_promote_abort_and_retry(
     assert obj["status"]["lastAction"]["action"] == "promote"
 
     # abort: all traffic back at once, Stalled Aborted; retry: from step 0 again.
-    _set_rollout(cluster, ns, STEPS)
+    _set_rollout(cluster, ns, judge, STEPS)
     aborted = _change(cluster, ns, maxBatchDelayMs=10)
     wait_phase(cluster, ns, NAME, {"Progressing"}, timeout=60, canaryRevision=aborted)
     tmo(cluster, "rollout", "abort", NAME, "-n", ns)

@@ -228,6 +228,19 @@ CASES: list[InvalidCase] = [
         spec__analysis__metrics=[{"name": "x", "builtin": "errorRate"}],
     ),
     ro(
+        "mannwhitney-compared-gate-with-max",
+        "spec.analysis.metrics",
+        spec__analysis__judge="mannWhitney",
+    ),
+    ro(
+        "mannwhitney-memory-without-bounds",
+        "spec.analysis.metrics",
+        spec__analysis__judge="mannWhitney",
+        spec__analysis__metrics=[{"name": "mem", "builtin": "memoryUtilization"}],
+    ),
+    ro("tolerance-negative", "spec.analysis.tolerance", spec__analysis__tolerance=-0.1),
+    ro("significance-zero", "spec.analysis.significance", spec__analysis__significance=0),
+    ro(
         "metric-names-duplicate",
         "spec.analysis.metrics",
         spec__analysis__metrics=[
