@@ -6,6 +6,7 @@
 #   4. a model developer serves tiny models locally with `tmo serve` and calls them the ways
 #      people do: curl habits, OIP v2, the OpenAI client (streaming); attention as a heat map
 #   5. Rollouts: a harmless change promoted step by step, a slow one rolled back by itself,
+#      a subtler one rolled back by the mannWhitney judge (canary against stable), a report PNG,
 #      judged by a real Prometheus on real traffic to real model servers
 #   6. two operator replicas with leader election: kill -9 the leader, the standby takes over
 # Run it through `make demo` (which sets up the venv, Debian packages and the cluster build).
@@ -228,6 +229,18 @@ run kubectl -n canary get tm triage -o jsonpath='{range .status.conditions[?(@.t
 run kubectl -n canary get httproute triage -o jsonpath='{range .spec.rules[0].backendRefs[*]}{.name}: {.weight}{"\n"}{end}'
 echo "The Rollout's Events:"
 run kubectl -n canary get events --field-selector involvedObject.kind=Rollout --sort-by=.lastTimestamp -o custom-columns=REASON:.reason,MESSAGE:.message
+
+echo; echo "Change 3, judged against stable (analysis.judge: mannWhitney). TorchServe now waits up"
+echo "to 200 ms to fill a batch: p99 stays far below the 1500 ms threshold, which would let it"
+echo "through, but the canary's requests are slower than stable's in the same seconds. A rank test"
+echo "(Mann-Whitney U, its level spent over the looks) with a 10 % tolerance rolls it back."
+run kubectl -n canary patch tmro triage --type merge -p '{"spec":{"analysis":{"judge":"mannWhitney","minRequests":20}}}'
+run kubectl -n canary patch tm triage --type merge -p '{"spec":{"runtime":{"batchSize":8,"maxBatchDelayMs":200}}}'
+run tmo rollout status triage -n canary --watch --timeout 400 || true
+run kubectl -n canary get tmro triage -o jsonpath='{range .status.conditions[?(@.type=="Stalled")]}Stalled: {.reason}: {.message}{"\n"}{end}'
+echo "The same rollout as a picture (weight, each gate's canary and stable values, verdicts):"
+report="${TMPDIR:-/tmp}/tmo-demo-rollout-report.png"   # kept after the demo: open it
+run tmo rollout report triage -n canary --out "$report"
 
 step "6. Two operator replicas: the leader is killed, the standby takes over"
 run kubectl -n default get lease tmo-operator -o custom-columns=HOLDER:.spec.holderIdentity,RENEWED:.spec.renewTime,TRANSITIONS:.spec.leaseTransitions

@@ -155,15 +155,17 @@ class MannWhitneyJudge:
             ).pvalue
         )
         change = relative_change(c_value, s_value)
-        changes = _percent(change)
+        said = f"{figures} ({_percent(change)})"
         if metric.builtin != "errorRate" and canary.mean is not None and stable.mean is not None:
             # One quantile of a few hundred requests is noisy, and bucket-bound: the exact mean
             # (_sum / _count) moves with the whole distribution. Either may show the change.
             mean_change = relative_change(canary.mean, stable.mean)
-            changes += f", mean {_percent(mean_change)}"
+            said += (
+                f", mean {format_value(metric, canary.mean * 1000)} vs "
+                f"{format_value(metric, stable.mean * 1000)} ({_percent(mean_change)})"
+            )
             change = max(change, mean_change)
-        test = f"p={p:.2g} vs alpha {self.alpha:.2g} at look {self.look}"
-        said = f"{figures} ({changes}, {test}; {counted})"
+        said += f"; p={p:.2g} vs alpha {self.alpha:.2g} at look {self.look}; {counted}"
         if math.isnan(p):
             return "Passed", f"{figures}: no difference to test ({counted})"
         if p < self.alpha and change >= self.tolerance:
