@@ -104,10 +104,17 @@ def test_rollout_defaults() -> None:
     assert isinstance(ro, Rollout)
     assert ro.spec.paused is False
     a = ro.spec.analysis
-    assert (a.interval, a.min_requests, a.failure_limit, a.max_consecutive_errors) == (
+    assert (a.interval, a.min_requests, a.effective_failure_limit, a.max_consecutive_errors) == (
         "30s", 100, 2, 4,
     )  # fmt: skip
     assert (a.on_error, a.judge, a.alerts) == ("hold", "threshold", [])
+    # mannWhitney: one failed look rolls back (its test spends a budget over the looks)
+    assert a.model_copy(update={"judge": "mannWhitney"}).effective_failure_limit == 0
+    assert (
+        a.model_copy(update={"judge": "mannWhitney", "failure_limit": 3}).effective_failure_limit
+        == 3
+    )
+    assert (a.significance, a.tolerance) == (0.01, 0.1)
     assert ro.spec.traffic.router == "gatewayAPI"
     assert ro.spec.strategy.canary.steps[1].pause is not None
     assert ro.spec.strategy.canary.steps[1].pause.duration == "1m"

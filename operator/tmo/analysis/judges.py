@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass
 from typing import Final, Protocol
 
-from scipy.stats import mannwhitneyu
+from scipy.stats import fisher_exact, mannwhitneyu
 
 from tmo.analysis.metrics import compared_with_stable, format_value
 from tmo.analysis.observe import MetricReading
@@ -80,7 +80,9 @@ class MannWhitneyJudge:
     (samples.py: a request is its bucket's rank) and as 0/1 per request for errorRate. The
     same requests, so the same traffic mix and the same seconds, for both sides. The test asks
     whether canary values tend to be larger (slower, more errors) than stable ones
-    (`scipy.stats.mannwhitneyu(..., alternative="greater")`, ties corrected, asymptotic).
+    (`scipy.stats.mannwhitneyu(..., alternative="greater")`, ties corrected, asymptotic). For
+    errors, where the values are 0 and 1, the same one-sided question is asked of the 2x2 table
+    with Fisher's exact test (`scipy.stats.fisher_exact`): see _p_value for why.
 
     A canary fails a gate only when both hold:
     - the test is significant at this look's spent level (below), and
@@ -149,11 +151,7 @@ class MannWhitneyJudge:
             return "Inconclusive", "canary and stable histograms have different buckets"
         if _single_bin(canary) is not None and _single_bin(canary) == _single_bin(stable):
             return "Passed", f"{figures}: every request in the same bucket ({counted})"
-        p = float(
-            mannwhitneyu(
-                canary.expanded(), stable.expanded(), alternative="greater", method="asymptotic"
-            ).pvalue
-        )
+        p = _p_value(metric, canary, stable)
         change = relative_change(c_value, s_value)
         said = f"{figures} ({_percent(change)})"
         if metric.builtin != "errorRate" and canary.mean is not None and stable.mean is not None:
@@ -173,6 +171,22 @@ class MannWhitneyJudge:
         if p < self.alpha:
             return "Passed", f"within tolerance {self.tolerance:.0%}: {said}"
         return "Passed", f"not significantly worse: {said}"
+
+
+def _p_value(metric: Metric, canary: Binned, stable: Binned) -> float:
+    """One-sided: canary values larger than stable's. Latency: Mann-Whitney U, asymptotic with
+    the tie correction. Errors (0/1 per request): the same question on a 2x2 table, with
+    Fisher's exact test: the rank test's normal approximation on rare 0/1 outcomes rejects
+    several times more often than its level (bench/judges.py: 5.5 % instead of 1.5 % with 50
+    canary requests at a 0.5 % error rate), and that was most of its false rollbacks."""
+    if metric.builtin == "errorRate":
+        (c_ok, c_bad), (s_ok, s_bad) = canary.counts, stable.counts
+        return float(fisher_exact([[c_bad, c_ok], [s_bad, s_ok]], alternative="greater").pvalue)
+    return float(
+        mannwhitneyu(
+            canary.expanded(), stable.expanded(), alternative="greater", method="asymptotic"
+        ).pvalue
+    )
 
 
 def _single_bin(sample: Binned) -> int | None:

@@ -212,8 +212,10 @@ class Analysis(APIModel):
     min_requests: Annotated[int, Field(ge=0)] = 100
     """Fewer canary requests than this in a window (mannWhitney: since the canary started)
     means no verdict yet, not failure."""
-    failure_limit: Annotated[int, Field(ge=0, le=1000)] = 2
-    """Failed checks tolerated; one more rolls back."""
+    failure_limit: Annotated[int, Field(ge=0, le=1000)] | None = None
+    """Failed runs tolerated; one more rolls back. Default: 2 with judge threshold (one noisy
+    window should not roll back), 0 with mannWhitney (its test already spends a false-rollback
+    budget over the looks, so one failed look is the verdict)."""
     max_consecutive_errors: Annotated[int, Field(ge=0, le=1000)] = 4
     """Consecutive measurement errors (Prometheus unreachable, bad query) before onError."""
     on_error: OnError = "hold"
@@ -222,7 +224,7 @@ class Analysis(APIModel):
     """How a measurement becomes a verdict: threshold (canary value against max/min) or
     mannWhitney (latency and errorRate: canary requests against stable requests since the
     canary started, one-sided Mann-Whitney U test; memory and queries keep max/min)."""
-    significance: Annotated[float, Field(gt=0, le=0.5)] = 0.05
+    significance: Annotated[float, Field(gt=0, le=0.5)] = 0.01
     """mannWhitney: the false-rollback rate allowed over the whole rollout. It is spent over
     the looks (look k may use significance * 6 / (pi^2 k^2), split between the compared
     metrics), so checking every interval does not inflate it."""
@@ -252,6 +254,13 @@ class Analysis(APIModel):
         unique(),
     ] = Field(default_factory=list)
     """Prometheus alerts that fail a check when firing for the canary revision."""
+
+    @property
+    def effective_failure_limit(self) -> int:
+        """failureLimit, or the judge's default when it is not set."""
+        if self.failure_limit is not None:
+            return self.failure_limit
+        return 0 if self.judge == "mannWhitney" else 2
 
 
 class Traffic(APIModel):

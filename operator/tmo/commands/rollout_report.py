@@ -31,7 +31,7 @@ from tmo.commands.rollout import (
     metric_units,
     rfc3339,
 )
-from tmo.kube.client import ApiError, KubeClient, resource_path
+from tmo.kube.client import ApiError, KubeClient
 from tmo.rollout.machine import KEPT_MEASUREMENTS
 
 if TYPE_CHECKING:
@@ -623,10 +623,7 @@ def require_matplotlib() -> None:
 async def list_events(client: KubeClient, namespace: str, name: str) -> list[dict[str, Any]]:
     """The Events about one Rollout (a field selector: only these come over the wire)."""
     selector = f"involvedObject.kind=Rollout,involvedObject.name={name}"
-    result = await client._request(
-        "GET", resource_path("v1", "Event", namespace), params={"fieldSelector": selector}
-    )
-    return list((result or {}).get("items", []))
+    return await client.list("v1", "Event", namespace, field_selector=selector)
 
 
 async def run_report(args: argparse.Namespace, client: KubeClient, namespace: str) -> int:

@@ -185,14 +185,22 @@ class KubeClient:
         return await self._request("GET", resource_path(api_version, kind, namespace, name))
 
     async def list(
-        self, api_version: str, kind: str, namespace: str | None, label_selector: str
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str | None,
+        label_selector: str = "",
+        field_selector: str = "",
     ) -> list[dict[str, Any]]:
+        params = {"labelSelector": label_selector, "resourceVersion": "0"}
+        if field_selector:
+            params["fieldSelector"] = field_selector
         result = await self._request(
             "GET",
             resource_path(api_version, kind, namespace),
             # resourceVersion=0: served from the API server's watch cache, not etcd. Possibly a
             # little stale, which a level-triggered reconciler tolerates (events follow).
-            params={"labelSelector": label_selector, "resourceVersion": "0"},
+            params=params,
         )
         return list((result or {}).get("items", []))
 

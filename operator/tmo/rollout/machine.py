@@ -435,13 +435,14 @@ def _record_analysis(spec: RolloutSpec, s: _State, run: AnalysisResult, now: str
     cfg = spec.analysis
     if run.verdict == "Failed":
         s.event("Warning", "AnalysisFailed", f"canary {s.canary}: {run.summary}")
-        if s.analysis.failed > cfg.failure_limit:
+        if s.analysis.failed > cfg.effective_failure_limit:
             _end_canary(
                 s,
                 "RolledBack",
                 "AnalysisFailed",
                 f"canary {s.canary} rolled back: {run.summary} ({s.analysis.failed} failed "
-                f"runs > failureLimit {cfg.failure_limit}); revision {s.stable} still serves",
+                f"runs > failureLimit {cfg.effective_failure_limit}); revision {s.stable} "
+                "still serves",
             )
             s.event("Warning", "RolledBack", s.message)
         return
