@@ -273,6 +273,14 @@ def test_default_gates_take_the_targets_thresholds() -> None:
     assert [w.weight for w in t.weights] == [0]
     assert "weight from status" in t.notes[0]
     assert "max 99%" in summary(t, "x.png")
+    # mannWhitney compares latency and errors with stable: no threshold line is drawn for them.
+    r["spec"]["analysis"] = {"judge": "mannWhitney"}
+    t = build_timeline(r, [], NOW, monitoring=monitoring)
+    assert [(g.name, g.max) for g in t.gates] == [
+        ("latencyP99", None),
+        ("memoryUtilization", 0.99),
+        ("errorRate", None),
+    ]
 
 
 def test_a_full_status_says_older_measurements_are_gone() -> None:

@@ -39,12 +39,6 @@ if TYPE_CHECKING:
 
 INSTALL_HINT: Final = "pip install 'tmo[report]'"
 
-# The target's spec.monitoring keys behind the default gates (a Rollout without metrics).
-DEFAULT_THRESHOLDS: Final[dict[str, str]] = {
-    "latencyP99": "latencyP99Ms",
-    "memoryUtilization": "memoryUtilization",
-    "errorRate": "errorRate",
-}
 # Events that move the canary's weight, and where to: None reads the number from the message.
 WEIGHT_EVENTS: Final[dict[str, int | None]] = {
     "CanaryStarted": 0,
@@ -206,20 +200,20 @@ def _sorted_events(
 def _thresholds(
     spec: Mapping[str, Any], monitoring: Mapping[str, Any] | None
 ) -> dict[str, tuple[float | None, float | None]]:
-    """Gate name -> (max, min) from the Rollout's metrics, or, when it lists none, from the
-    target's spec.monitoring (the default gates' max)."""
-    metrics = _get(spec, "analysis", "metrics") or []
-    out: dict[str, tuple[float | None, float | None]] = {}
-    if metrics:
-        for m in metrics:
-            if isinstance(m, Mapping):
-                out[str(m.get("name"))] = (_float(m.get("max")), _float(m.get("min")))
-        return out
-    for gate, key in DEFAULT_THRESHOLDS.items():
-        value = _float((monitoring or {}).get(key))
-        if value is not None:
-            out[gate] = (value, None)
-    return out
+    """Gate name -> (max, min) as the operator judges them (tmo.analysis.effective_metrics):
+    the Rollout's metrics, or when it lists none the target's spec.monitoring. A gate the
+    mannWhitney judge compares with stable has neither: no line is drawn for it."""
+    from pydantic import ValidationError
+
+    from tmo.analysis.metrics import effective_metrics
+    from tmo.api.rollout import Analysis
+
+    try:
+        analysis = Analysis.model_validate(_get(spec, "analysis") or {})
+    except ValidationError:
+        return {}
+    limits = {k: float(v) for k, v in (monitoring or {}).items() if _float(v) is not None}
+    return {m.name: (m.max, m.min) for m in effective_metrics(analysis, limits)}
 
 
 def _float(value: Any) -> float | None:
