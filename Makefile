@@ -65,8 +65,9 @@ test: venv deps cluster-build lint ## set everything up, lint, and run the whole
 	@mkdir -p .test-logs; \
 	echo ">> tests/ runs in the background (log: .test-logs/tests.log); e2e/ here"; \
 	$(PY) -m pytest tests -p no:cacheprovider $(PYTEST_ARGS) > .test-logs/tests.log 2>&1 & unit=$$!; \
-	$(PY) -m pytest e2e $(PYTEST_ARGS); e2e=$$?; \
-	wait $$unit; tests=$$?; \
+	trap 'kill $$unit 2>/dev/null || true' INT TERM; \
+	$(PY) -m pytest e2e $(PYTEST_ARGS) && e2e=0 || e2e=$$?; \
+	wait $$unit && tests=0 || tests=$$?; \
 	echo; echo ">> tests/ (ran beside e2e/):"; cat .test-logs/tests.log; \
 	echo; echo ">> exit codes: tests/ $$tests, e2e/ $$e2e"; \
 	test $$tests -eq 0 && test $$e2e -eq 0
