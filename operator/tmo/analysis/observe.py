@@ -129,17 +129,13 @@ class _Requests:
     outcomes: SampleReading
 
 
-async def _samples(prom: PrometheusClient, promql: str) -> list[Sample]:
-    return await prom.query(promql)
-
-
 async def _latency(prom: PrometheusClient, ctx: AnalysisContext, window: str) -> SampleReading:
     try:
         canary, stable, c_mean, s_mean = await asyncio.gather(
-            _samples(prom, buckets_query(ctx, ctx.canary, window)),
-            _samples(prom, buckets_query(ctx, ctx.stable, window)),
-            _samples(prom, mean_query(ctx, ctx.canary, window)),
-            _samples(prom, mean_query(ctx, ctx.stable, window)),
+            prom.query(buckets_query(ctx, ctx.canary, window)),
+            prom.query(buckets_query(ctx, ctx.stable, window)),
+            prom.query(mean_query(ctx, ctx.canary, window)),
+            prom.query(mean_query(ctx, ctx.stable, window)),
         )
         return SampleReading(
             from_buckets(((labels.get("le", ""), v) for labels, v in canary), _one(c_mean)),
@@ -161,10 +157,10 @@ def _total(samples: Sequence[Sample]) -> float:
 async def _outcomes(prom: PrometheusClient, ctx: AnalysisContext, window: str) -> SampleReading:
     try:
         c_all, c_bad, s_all, s_bad = await asyncio.gather(
-            _samples(prom, requests_query(ctx, ctx.canary, window)),
-            _samples(prom, errors_query(ctx, ctx.canary, window)),
-            _samples(prom, requests_query(ctx, ctx.stable, window)),
-            _samples(prom, errors_query(ctx, ctx.stable, window)),
+            prom.query(requests_query(ctx, ctx.canary, window)),
+            prom.query(errors_query(ctx, ctx.canary, window)),
+            prom.query(requests_query(ctx, ctx.stable, window)),
+            prom.query(errors_query(ctx, ctx.stable, window)),
         )
         return SampleReading(
             outcomes(_total(c_all), _total(c_bad)), outcomes(_total(s_all), _total(s_bad))
